@@ -1,0 +1,4 @@
+import os
+
+# Tests draw figures without a screen.
+os.environ.setdefault("MPLBACKEND", "Agg")
