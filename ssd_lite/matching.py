@@ -55,6 +55,8 @@ def match(gt_boxes: Tensor, gt_labels: Tensor, priors: Tensor, iou_threshold: fl
 
     labels = gt_labels.to(priors.device)[best_object_per_prior].clone()
     labels[best_iou_per_prior < iou_threshold] = 0
-    loc_targets = encode(gt_boxes[best_object_per_prior], priors, variances)
-    loc_targets[labels == 0] = 0
+    # Only positives get offsets: background priors have no object to move towards.
+    positives = labels > 0
+    loc_targets = torch.zeros(num_priors, 4, device=priors.device, dtype=priors.dtype)
+    loc_targets[positives] = encode(gt_boxes[best_object_per_prior[positives]], priors[positives], variances)
     return loc_targets, labels
