@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from ssd_lite.boxes import box_iou, check_boxes
+from ssd_lite.boxes import check_boxes
 from ssd_lite.data import (PHOTOS_DIR, SHAPE_CLASS_NAMES, AnnotationError, ShapesDataset, VOCDataset,
                            collate, load_photos, read_voc_annotation, write_voc)
 

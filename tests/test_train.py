@@ -1,0 +1,163 @@
+"""Tests of ssd_lite.train and ssd_lite.detect: the loop, checkpoints, and both command lines."""
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from ssd_lite.augment import train_transform
+from ssd_lite.data import ShapesDataset, write_voc
+from ssd_lite.detect import predict, predict_dataset
+from ssd_lite.model import small_ssd
+from ssd_lite.train import (CachedDataset, NonFiniteLossError, default_model, default_settings,
+                            learning_rate_factor, load_checkpoint, main, pick_device, save_checkpoint,
+                            train, train_default_model)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+
+def _tiny_data(num_images=16, image_size=64, seed=0, transform=None):
+    return CachedDataset(ShapesDataset(num_images, image_size=image_size, seed=seed), image_size, transform)
+
+
+def _tiny_model(seed=0):
+    torch.manual_seed(seed)
+    return small_ssd(6, image_size=64)
+
+
+def test_loss_decreases_and_is_finite():
+    data = _tiny_data()
+    model = _tiny_model()
+    history = train(model, data, epochs=12, batch_size=8, lr=3e-3, num_workers=0, progress=False)
+    assert len(history["loss"]) == 24 and set(history) == {"loss", "loc_loss", "conf_loss", "lr"}
+    losses = torch.tensor(history["loss"])
+    assert torch.isfinite(losses).all()
+    assert losses[-4:].mean() < 0.7 * losses[:4].mean()
+    assert not model.training  # left in eval mode, ready to predict
+
+
+def test_same_seed_same_weights():
+    data = _tiny_data(8, transform=train_transform(64))
+    weights = []
+    for _ in range(2):
+        model = _tiny_model()
+        train(model, data, epochs=2, batch_size=4, num_workers=1, progress=False, seed=3)
+        weights.append(model.state_dict())
+    for name in weights[0]:
+        assert torch.equal(weights[0][name], weights[1][name]), name
+
+
+def test_time_budget_stops_on_time():
+    started = time.perf_counter()
+    history = train(_tiny_model(), _tiny_data(8), time_budget=1.0, batch_size=4, num_workers=0, progress=False)
+    assert len(history["loss"]) >= 1 and time.perf_counter() - started < 10
+
+
+def test_non_finite_loss_stops_with_a_clear_error():
+    model = _tiny_model()
+    with torch.no_grad():
+        model.conf_heads[0].bias.fill_(float("nan"))
+    with pytest.raises(NonFiniteLossError, match="step 1 .*bad box"):
+        train(model, _tiny_data(8), epochs=1, batch_size=4, num_workers=0, progress=False)
+
+
+def test_schedule_and_argument_checks():
+    assert learning_rate_factor(0.0) == pytest.approx(0.01)
+    assert learning_rate_factor(0.05) == pytest.approx(1.0)
+    assert learning_rate_factor(1.0) == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="exactly one"):
+        train(_tiny_model(), _tiny_data(4), progress=False)
+    assert pick_device("cpu") == torch.device("cpu")
+    assert pick_device().type in ("cpu", "cuda")
+
+
+def test_checkpoint_round_trip_and_wrong_classes(tmp_path):
+    model = _tiny_model().eval()
+    class_names = ShapesDataset.class_names
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, model, class_names, epochs=3, data={"kind": "shapes", "seed": 0})
+    loaded, checkpoint = load_checkpoint(path, class_names=class_names)
+    assert checkpoint["class_names"] == class_names and checkpoint["epochs"] == 3
+    assert checkpoint["image_size"] == 64
+    images = torch.rand(2, 3, 64, 64)
+    for a, b in zip(model(images), loaded(images)):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="trained for the classes"):
+        load_checkpoint(path, class_names=("background", "cat", "dog"))
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_train_default_model_reuses_a_matching_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    model = default_model(len(ShapesDataset.class_names)).eval()
+    path = tmp_path / "default.pt"
+    save_checkpoint(path, model, ShapesDataset.class_names, **default_settings())
+    loaded, checkpoint = train_default_model(path, progress=False)  # must not train: settings match
+    assert checkpoint["data"]["held_out_seed"] != checkpoint["data"]["seed"]
+    assert torch.equal(loaded.conf_heads[0].weight, model.conf_heads[0].weight)
+
+
+def test_predict_any_image_size():
+    model = _tiny_model().eval()
+    found = predict(model, [torch.rand(3, 50, 80), torch.rand(3, 64, 64)], score_threshold=0.0)
+    assert len(found) == 2
+    for image in found:
+        assert set(image) == {"boxes", "scores", "labels"}
+        assert image["boxes"].shape[1] == 4 and ((image["boxes"] >= 0) & (image["boxes"] <= 1)).all()
+    detections, targets = predict_dataset(model, ShapesDataset(3, image_size=96, seed=5), batch_size=2)
+    assert len(detections) == len(targets) == 3
+
+
+def test_command_line_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--time-budget" in out and "--data" in out and "--classes" in out
+
+
+def test_command_lines(tmp_path):
+    """train (shapes, subprocess) -> detect (subprocess) -> JSON in pixels; train --data (VOC, in-process)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny tensors: one thread is faster (see one_thread)
+    run = lambda *args: subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True,
+                                       timeout=240, env=env)
+    checkpoint = tmp_path / "model.pt"
+    result = run("-m", "ssd_lite.train", "--epochs", "1", "--num-images", "8", "--image-size", "64",
+                 "--batch-size", "4", "--no-progress", "--out", str(checkpoint))
+    assert result.returncode == 0, result.stderr
+    assert checkpoint.exists()
+
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (200, 120), (30, 200, 40)).save(images / "wide.png")
+    Image.new("RGB", (90, 150), (200, 30, 40)).save(images / "tall.jpg")
+    out = tmp_path / "detections.json"
+    result = run("-m", "ssd_lite.detect", "--checkpoint", str(checkpoint), "--images", str(images),
+                 "--out", str(out), "--score-threshold", "0.0", "--top-k", "5")
+    assert result.returncode == 0, result.stderr
+    records = json.loads(out.read_text())
+    assert len(records) == 10  # 5 per image with a threshold of 0
+    sizes = {"wide.png": (200, 120), "tall.jpg": (90, 150)}
+    for record in records:
+        assert set(record) == {"image", "label", "score", "box"}
+        assert record["label"] in ShapesDataset.class_names[1:]
+        width, height = sizes[record["image"]]
+        x_min, y_min, x_max, y_max = record["box"]
+        assert 0 <= x_min <= x_max <= width and 0 <= y_min <= y_max <= height
+
+    # A VOC folder (shapes of another size and seed), classes given and inferred.
+    voc = tmp_path / "voc"
+    write_voc(ShapesDataset(6, image_size=80, seed=7), voc, split="train")
+    main(["--data", str(voc), "--classes", "ellipse,rectangle,triangle,star,cross", "--epochs", "1",
+          "--image-size", "64", "--batch-size", "4", "--no-progress", "--workers", "0",
+          "--out", str(tmp_path / "voc.pt")])
+    _, saved = load_checkpoint(tmp_path / "voc.pt")
+    assert saved["class_names"] == ShapesDataset.class_names
+    assert saved["data"]["kind"] == "voc" and saved["data"]["num_images"] == 6
