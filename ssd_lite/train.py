@@ -44,10 +44,12 @@ from ssd_lite.model import SSD, build_model, small_ssd
 DEFAULT_IMAGE_SIZE = 128
 DEFAULT_NUM_IMAGES = 4000  # training images, generated once (seed DEFAULT_SEED) and cached
 DEFAULT_EPOCHS = 12
-# Without --epochs, a data set of another size gets as many steps as the default run (12 x 125 = 1500),
+# Without --epochs, a data set of another size gets as many steps as the default run (12 x 250 = 3000),
 # so the command line takes about the same time on any folder.
-DEFAULT_STEPS = 1500
-DEFAULT_BATCH_SIZE = 32
+DEFAULT_STEPS = 3000
+# Batch 16 rather than 32: in the same few CPU minutes, twice the updates of half the size reached a
+# higher held-out mAP (0.872 vs 0.848 after 12 epochs; batch 8 gave 0.869).
+DEFAULT_BATCH_SIZE = 16
 DEFAULT_LR = 3e-3
 DEFAULT_WEIGHT_DECAY = 1e-4
 DEFAULT_WARMUP = 0.05  # fraction of training spent raising the learning rate from ~0 to lr
