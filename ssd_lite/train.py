@@ -84,7 +84,8 @@ class CachedDataset(Dataset):
     def __init__(self, dataset: Dataset, image_size: int, transform=None, progress: bool = False):
         resize = eval_transform(image_size)
         images, self.targets = [], []
-        for i in tqdm(range(len(dataset)), desc="caching images", disable=not progress, leave=False):
+        for i in tqdm(range(len(dataset)), desc="caching images", disable=not progress,
+                      leave=False, mininterval=1.0):
             image, target = resize(*dataset[i])
             images.append((image * 255).round().to(torch.uint8))
             self.targets.append(target)
@@ -178,8 +179,10 @@ def train(model: SSD, dataset: Dataset, epochs: int | None = None, time_budget: 
                                    {"params": no_decay, "weight_decay": 0.0}], lr=lr)
 
     history = {"loss": [], "loc_loss": [], "conf_loss": [], "lr": []}
+    # Redraw at most once a second: in a notebook every redraw is a message to the browser, and thousands
+    # of them overflow Jupyter's message queue.
     bar = tqdm(total=total_steps if total_steps is not None else round(time_budget), disable=not progress,
-               desc="training", unit="step" if total_steps is not None else "s")
+               desc="training", unit="step" if total_steps is not None else "s", mininterval=1.0)
     start, step, running_loss, done = time.perf_counter(), 0, None, False
     epoch = 0
     while not done:
@@ -213,13 +216,12 @@ def train(model: SSD, dataset: Dataset, epochs: int | None = None, time_budget: 
             history["conf_loss"].append(conf_loss.item())
             history["lr"].append(step_lr)
             running_loss = loss_value if running_loss is None else 0.95 * running_loss + 0.05 * loss_value
-            bar.set_postfix(loss=f"{running_loss:.3f}", epoch=epoch)
+            bar.set_postfix(loss=f"{running_loss:.3f}", epoch=epoch, refresh=False)
             if total_steps is not None:
                 bar.update(1)
                 done = step >= total_steps
             else:
-                bar.n = min(round(time.perf_counter() - start), bar.total)
-                bar.refresh()
+                bar.update(min(round(time.perf_counter() - start), bar.total) - bar.n)
                 done = time.perf_counter() - start >= time_budget
             if done:
                 break
