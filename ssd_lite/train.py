@@ -12,7 +12,7 @@ What is not in the paper, and why:
   BatchNorm network converges in a few thousand steps this way (the paper fine-tunes a pretrained VGG
   with SGD for 120k steps).
 - A fixed training set generated once and kept in memory as uint8 (`CachedDataset`): drawing a shapes
-  image costs ~4 ms; redrawing 32 of them every step would starve the network.
+  image costs ~4 ms; redrawing a batch of them every step would starve the network.
 - A light augmentation by default (photometric distortion and flips, DEFAULT_AUGMENTATION): measured to
   reach a better mAP within a few CPU minutes than the paper's full recipe (see below).
 - Augmentation and matching run in a DataLoader worker process, in parallel with the network's step.
