@@ -21,13 +21,15 @@ What it does, in one run:
    and prints a table.
 
 What differs is only what the comparison is about, each library's own SSD machinery:
-- matching: ours (ssd_lite.matching.match) runs in the DataLoader worker, as in ssd_lite.train; torchvision's
-  (SSDMatcher) runs inside its forward, in the training process. Same rule (IoU >= 0.5, plus each object's
+- matching: ours (ssd_lite.matching.match) runs in the DataLoader's collate, as in ssd_lite.train (in the
+  training process on the CPU, in a worker with CUDA); torchvision's (SSDMatcher) runs inside its forward. Same rule (IoU >= 0.5, plus each object's
   best default box); ties between two objects for one box may be broken differently.
 - loss: ssd_lite.loss.multibox_loss against SSD.compute_loss. Same sums (smooth L1 with beta 1 on the
   positives, cross-entropy on the positives and the 3:1 hardest negatives per image, both / N over the
   batch); ties in hard negative mining may pick different (equally hard) negatives.
 - box decoding: torchvision clamps predicted log size offsets at log(1000 / 16) before exp; ours does not.
+- both networks' weights are in the channels_last layout, as ssd_lite.train makes them; ours also gets its
+  images in that layout, while torchvision's GeneralizedRCNNTransform re-batches them in the default one.
 - torchvision wraps the batch in its GeneralizedRCNNTransform (normalises each image, re-batches them);
   we normalise inside the model. At evaluation it also "resizes" 128 to 128, an exact identity.
 
@@ -57,7 +59,7 @@ from ssd_lite.loss import multibox_loss
 from ssd_lite.matching import match
 from ssd_lite.model import IMAGENET_MEAN, IMAGENET_STD, SSD
 from ssd_lite.nms import NMS_TOP_K
-from ssd_lite.train import (DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_IMAGE_SIZE, DEFAULT_LR, DEFAULT_NUM_IMAGES,
+from ssd_lite.train import (DEFAULT_AUGMENTATION, DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_IMAGE_SIZE, DEFAULT_LR, DEFAULT_NUM_IMAGES,
                             DEFAULT_SEED, DEFAULT_WARMUP, DEFAULT_WEIGHT_DECAY, HELD_OUT_NUM_IMAGES,
                             HELD_OUT_SEED, CachedDataset, MatchCollate, default_model,
                             learning_rate_factor, pick_device)
@@ -123,7 +125,7 @@ def our_loss(model: SSD, batch) -> Tensor:
     """ssd_lite.train's step: matching was done in the DataLoader (MatchCollate); network, then MultiBox loss."""
     images, loc_targets, labels, _ = batch
     device = model.priors.device
-    loc_pred, conf_pred = model(images.to(device))
+    loc_pred, conf_pred = model(images.to(device, memory_format=torch.channels_last))
     loc_loss, conf_loss = multibox_loss(loc_pred, conf_pred, loc_targets.to(device), labels.to(device))
     return loc_loss + conf_loss
 
@@ -178,7 +180,7 @@ def train_for(model: nn.Module, loss_fn, loader: DataLoader, device: torch.devic
     step's duration, data wait included), "losses", "first_batch_sum"} (the last to check that both
     models saw the same data).
     """
-    model.to(device).train()
+    model.to(device, memory_format=torch.channels_last).train()  # as ssd_lite.train, for both models
     optimiser = make_optimiser(model, lr, weight_decay)
     losses, step, first_batch_sum, data_seconds, step_seconds = [], 0, None, 0.0, []
     synchronise(device)
@@ -330,7 +332,8 @@ def main(argv=None) -> None:
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--lr", type=float, default=DEFAULT_LR)
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    parser.add_argument("--workers", type=int, default=1, help="DataLoader worker processes (default 1, as train)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="DataLoader worker processes (default as ssd_lite.train: 0 on the CPU, 1 with CUDA)")
     parser.add_argument("--timing-steps", type=int, default=20, help="timed steps per model (default 20)")
     parser.add_argument("--timing-warmup", type=int, default=5, help="untimed steps first (default 5)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
@@ -358,7 +361,7 @@ def main(argv=None) -> None:
           f"torchvision {sum(p.numel() for p in twin.parameters()):,}; default boxes {len(model.priors)}")
 
     started = time.perf_counter()
-    train_set = CachedDataset(shapes, size, train_transform(size))
+    train_set = CachedDataset(shapes, size, train_transform(size, **DEFAULT_AUGMENTATION))
     held_out = ShapesDataset(args.eval_images, image_size=size, seed=HELD_OUT_SEED + args.seed,
                              transform=eval_transform(size))
     print(f"cached the training set in {time.perf_counter() - started:.0f} s")
@@ -379,9 +382,10 @@ def main(argv=None) -> None:
             f"{differences['torchvision initial loss']:.4f})")
 
     # Step timing on copies, so the training below starts from the initial weights.
-    contenders = {"ours": (copy.deepcopy(model).to(device), our_loss, 0),
-                  "ours, matching in the step": (copy.deepcopy(model).to(device), our_loss_with_matching, 1),
-                  "torchvision": (copy.deepcopy(twin).to(device), torchvision_loss, 1)}
+    layout = dict(device=device, memory_format=torch.channels_last)  # as in training, for all three
+    contenders = {"ours": (copy.deepcopy(model).to(**layout), our_loss, 0),
+                  "ours, matching in the step": (copy.deepcopy(model).to(**layout), our_loss_with_matching, 1),
+                  "torchvision": (copy.deepcopy(twin).to(**layout), torchvision_loss, 1)}
     step_times = time_steps(contenders, batches, device, args.timing_warmup, args.timing_steps,
                             args.lr, DEFAULT_WEIGHT_DECAY)
     del contenders
@@ -391,7 +395,8 @@ def main(argv=None) -> None:
     for name, net, loss_fn, collate_fn in [("ours", model, our_loss, MatchCollate(model.priors)),
                                           ("torchvision", twin, torchvision_loss, collate)]:
         torch.manual_seed(args.seed)
-        loader = make_loader(train_set, args.batch_size, collate_fn, args.seed, args.workers)
+        workers = args.workers if args.workers is not None else (0 if device.type == "cpu" else 1)
+        loader = make_loader(train_set, args.batch_size, collate_fn, args.seed, workers)
         steps, time_budget = args.steps, args.time_budget
         if steps is None and time_budget is None:  # the default: ours as the course trains it, then same time
             if name == "ours":

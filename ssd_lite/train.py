@@ -15,7 +15,9 @@ What is not in the paper, and why:
   image costs ~4 ms; redrawing a batch of them every step would starve the network.
 - A light augmentation by default (photometric distortion and flips, DEFAULT_AUGMENTATION): measured to
   reach a better mAP within a few CPU minutes than the paper's full recipe (see below).
-- Augmentation and matching run in a DataLoader worker process, in parallel with the network's step.
+- On the CPU, augmentation and matching run in the training process (num_workers=0): a worker process
+  would compete with the network for the same few cores, and measured 15% slower per step on 2 cores.
+  With CUDA, one worker prepares the next batch while the GPU computes.
 - The loop stops at the first non-finite loss, naming the step, instead of training on NaN for hours.
 
 Command line: `python -m ssd_lite.train --help`.
@@ -144,7 +146,7 @@ class NonFiniteLossError(RuntimeError):
 def train(model: SSD, dataset: Dataset, epochs: int | None = None, time_budget: float | None = None,
           batch_size: int = DEFAULT_BATCH_SIZE, lr: float = DEFAULT_LR,
           weight_decay: float = DEFAULT_WEIGHT_DECAY, warmup: float = DEFAULT_WARMUP,
-          seed: int = DEFAULT_SEED, num_workers: int = 1, device: str | torch.device | None = None,
+          seed: int = DEFAULT_SEED, num_workers: int | None = None, device: str | torch.device | None = None,
           progress: bool = True) -> dict[str, list[float]]:
     """Train `model` in place on `dataset`; return the history of the loss per step.
 
@@ -152,6 +154,8 @@ def train(model: SSD, dataset: Dataset, epochs: int | None = None, time_budget: 
       (e.g. CachedDataset(..., transform=train_transform(S))).
     epochs: passes over the data set; or time_budget: seconds of training (the schedule then follows the
       clock: reproducible only with `epochs`). Give exactly one.
+    seed: seeds the shuffling and the augmentation (torch's global generator when num_workers is 0).
+    num_workers: DataLoader worker processes; default 0 on the CPU, 1 with CUDA.
     Returns {"loss", "loc_loss", "conf_loss", "lr"}: one float per step.
     Raises NonFiniteLossError at the first NaN or infinite loss, naming the step.
     """
@@ -164,8 +168,12 @@ def train(model: SSD, dataset: Dataset, epochs: int | None = None, time_budget: 
     if len(dataset) == 0:
         raise ValueError("the training data set is empty")
     device = pick_device(device)
-    model.to(device).train()
+    # channels_last: the convolutions' preferred memory layout, measured ~10% faster per step on the CPU.
+    model.to(device, memory_format=torch.channels_last).train()
+    if num_workers is None:
+        num_workers = 0 if device.type == "cpu" else 1
 
+    torch.manual_seed(seed)  # the augmentation's random draws, when they run in this process
     generator = torch.Generator().manual_seed(seed)  # shuffling, and the workers' augmentation seeds
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=len(dataset) >= batch_size,
                         collate_fn=MatchCollate(model.priors), num_workers=num_workers, generator=generator,
@@ -194,7 +202,8 @@ def train(model: SSD, dataset: Dataset, epochs: int | None = None, time_budget: 
             for group in optimiser.param_groups:
                 group["lr"] = step_lr
 
-            images, loc_targets, labels = images.to(device), loc_targets.to(device), labels.to(device)
+            images = images.to(device, memory_format=torch.channels_last)
+            loc_targets, labels = loc_targets.to(device), labels.to(device)
             loc_pred, conf_pred = model(images)
             loc_loss, conf_loss = multibox_loss(loc_pred, conf_pred, loc_targets, labels)
             loss = loc_loss + conf_loss
@@ -354,7 +363,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--lr", type=float, default=DEFAULT_LR, help=f"peak learning rate (default {DEFAULT_LR})")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    parser.add_argument("--workers", type=int, default=1, help="DataLoader worker processes (default 1)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="DataLoader worker processes (default: 0 on the CPU, 1 with CUDA)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)

@@ -42,15 +42,27 @@ def test_loss_decreases_and_is_finite():
     assert not model.training  # left in eval mode, ready to predict
 
 
-def test_same_seed_same_weights():
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_same_seed_same_weights(num_workers):
     data = _tiny_data(8, transform=train_transform(64))
     weights = []
-    for _ in range(2):
+    for run in range(2):
         model = _tiny_model()
-        train(model, data, epochs=2, batch_size=4, num_workers=1, progress=False, seed=3)
+        torch.rand(run + 1)  # the caller's own random draws in between must not change the training
+        train(model, data, epochs=2, batch_size=4, num_workers=num_workers, progress=False, seed=3)
         weights.append(model.state_dict())
     for name in weights[0]:
         assert torch.equal(weights[0][name], weights[1][name]), name
+
+
+def test_seed_matters():
+    data = _tiny_data(8, transform=train_transform(64))
+    weights = []
+    for seed in (3, 4):
+        model = _tiny_model()
+        train(model, data, epochs=1, batch_size=4, num_workers=0, progress=False, seed=seed)
+        weights.append(model.state_dict())
+    assert not all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
 
 
 def test_time_budget_stops_on_time():
