@@ -62,7 +62,7 @@ from ssd_lite.model import IMAGENET_MEAN, IMAGENET_STD, SSD
 from ssd_lite.nms import NMS_TOP_K
 from ssd_lite.train import (DEFAULT_AUGMENTATION, DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_IMAGE_SIZE, DEFAULT_LR, DEFAULT_NUM_IMAGES,
                             DEFAULT_SEED, DEFAULT_WARMUP, DEFAULT_WEIGHT_DECAY, HELD_OUT_NUM_IMAGES,
-                            HELD_OUT_SEED, CachedDataset, MatchCollate, default_model,
+                            HELD_OUT_SEED, CachedDataset, MatchCollate, default_model, default_num_workers,
                             learning_rate_factor, pick_device)
 
 # Detection settings shared by both models at evaluation: those of ssd_lite.detect.predict and of the
@@ -396,7 +396,7 @@ def main(argv=None) -> None:
 
     contestants = [("ours", model, our_loss, MatchCollate(model.priors)),
                    ("torchvision", twin, torchvision_loss, collate)]
-    workers = args.workers if args.workers is not None else (0 if device.type == "cpu" else 1)
+    workers = args.workers if args.workers is not None else default_num_workers(device)
     # Warm-up runs on throwaway copies: in a fresh process the first training run was measured ~8% slower
     # per step than the same run repeated (memory allocation settling in), which would handicap whichever
     # model trains first below.

@@ -76,6 +76,12 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def default_num_workers(device: torch.device) -> int:
+    """DataLoader workers: none on the CPU (a worker would compete with the network for the same cores),
+    one with CUDA (it prepares the next batch while the GPU computes)."""
+    return 0 if device.type == "cpu" else 1
+
+
 # ---------------------------------------------------------------------------------------------------
 # Data: a cached training set, augmentation and matching in the DataLoader.
 
@@ -175,7 +181,7 @@ def train(model: SSD, dataset: Dataset, epochs: int | None = None, time_budget: 
     # channels_last: the convolutions' preferred memory layout, measured ~10% faster per step on the CPU.
     model.to(device, memory_format=torch.channels_last).train()
     if num_workers is None:
-        num_workers = 0 if device.type == "cpu" else 1
+        num_workers = default_num_workers(device)
 
     torch.manual_seed(seed)  # the augmentation's random draws, when they run in this process
     generator = torch.Generator().manual_seed(seed)  # shuffling, and the workers' augmentation seeds
