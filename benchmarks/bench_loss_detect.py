@@ -8,8 +8,9 @@ What is timed (medians over --repeats runs, ours and torchvision's alternating, 
   predictions and the same positives. Ours takes targets already encoded by ssd_lite.matching.match
   (as training passes them); torchvision's takes the matched ground-truth indices and encodes the
   positives itself, inside the timed call (a small extra cost on its side, noted in the table).
-- detect: ssd_lite.nms.detect versus SSD.postprocess_detections (decode, softmax, per-class threshold
-  0.01, top 400 per class, per-class NMS at IoU 0.45, top 200 per image), same settings on both sides.
+- postprocess: ssd_lite.nms.postprocess versus SSD.postprocess_detections (decode, softmax, per-class
+  threshold 0.01, top 400 per class, per-class NMS at IoU 0.45, top 200 per image), same settings on both
+  sides.
   torchvision works in pixels: it gets our priors as pixel xyxy anchors of a 300x300 image.
 
 Inputs: a batch of SSD300-sized predictions (8732 default boxes, 21 classes). Each image has 1 to 6
@@ -30,7 +31,7 @@ import torchvision
 
 from ssd_lite.boxes import cxcywh_to_xyxy, encode
 from ssd_lite.loss import multibox_loss
-from ssd_lite.nms import detect
+from ssd_lite.nms import postprocess
 from ssd_lite.priors import ssd300_default_boxes
 
 IMAGE_SIZE = 300
@@ -134,18 +135,18 @@ def main() -> None:
     print(f"loss values (loc, conf): ours {ours_values[0]:.5f}, {ours_values[1]:.5f}; "
           f"torchvision {torchvision_values[0]:.5f}, {torchvision_values[1]:.5f}")
 
-    # --- detect: same settings as torchvision's SSD defaults.
+    # --- postprocess: same settings as torchvision's SSD defaults.
     head_outputs = {"bbox_regression": loc_pred, "cls_logits": conf_pred}
     image_shapes = [(IMAGE_SIZE, IMAGE_SIZE)] * args.batch_size
 
-    def ours_detect():
-        return detect(loc_pred, conf_pred, priors, score_threshold=0.01, iou_threshold=0.45, top_k=200)
+    def ours_postprocess():
+        return postprocess(loc_pred, conf_pred, priors, score_threshold=0.01, iou_threshold=0.45, top_k=200)
 
-    def torchvision_detect():
+    def torchvision_postprocess():
         with torch.no_grad():
             return model.postprocess_detections(head_outputs, anchors, image_shapes)
 
-    ours_dets, tv_dets = ours_detect(), torchvision_detect()
+    ours_dets, tv_dets = ours_postprocess(), torchvision_postprocess()
     num_ours = sum(len(d["scores"]) for d in ours_dets)
     same = sum(int(len(o["scores"]) == len(t["scores"]) and torch.equal(o["labels"], t["labels"])
                    and torch.allclose(o["boxes"] * IMAGE_SIZE, t["boxes"], atol=1e-3))
@@ -156,7 +157,7 @@ def main() -> None:
     rows = [
         ("multibox loss, forward + backward", ours_loss, torchvision_loss,
          "torchvision's call also encodes its positives' targets"),
-        ("detect (post-processing)", ours_detect, torchvision_detect, ""),
+        ("postprocess (decode, NMS, top 200)", ours_postprocess, torchvision_postprocess, ""),
     ]
     print(f"\nmedian of {args.repeats} runs, milliseconds")
     print(f"{'what':36s} {'ssd_lite':>10s} {'torchvision':>12s} {'ratio':>7s}  note")

@@ -20,10 +20,12 @@ from pathlib import Path
 
 import torch
 
-from ssd_lite.data import ShapesDataset, VOCDataset, write_voc
 from ssd_lite.detect import predict_dataset
 from ssd_lite.evaluate import mean_average_precision
-from ssd_lite.train import load_checkpoint, main as train_main
+from ssd_lite.shapes import ShapesDataset
+from ssd_lite.checkpoint import load_checkpoint
+from ssd_lite.train import main as train_main
+from ssd_lite.voc import VOCDataset, write_voc
 
 
 def evaluate(checkpoint_path: Path, held_out) -> float:
@@ -33,7 +35,7 @@ def evaluate(checkpoint_path: Path, held_out) -> float:
 
 
 def report(name: str, checkpoint_path: Path, held_out) -> None:
-    checkpoint = torch.load(checkpoint_path, weights_only=False)
+    checkpoint = torch.load(checkpoint_path, weights_only=True)
     steps, seconds = len(checkpoint["history"]["loss"]), checkpoint["train_seconds"]
     started = time.perf_counter()
     mean_ap = evaluate(checkpoint_path, held_out)
@@ -65,7 +67,7 @@ def run() -> None:
             started = time.perf_counter()
             train_main([*epochs, "--out", str(shapes_checkpoint), "--no-progress"])
             print(f"default run: {time.perf_counter() - started:.0f} s in all (generating and caching included)")
-            data = torch.load(shapes_checkpoint, weights_only=False)["data"]
+            data = torch.load(shapes_checkpoint, weights_only=True)["data"]
             held_out = ShapesDataset(data["held_out_num_images"], image_size=data["image_size"],
                                      seed=data["held_out_seed"])
             report("shapes (default)", shapes_checkpoint, held_out)
@@ -82,7 +84,7 @@ def run() -> None:
         started = time.perf_counter()
         train_main(["--data", str(voc), *epochs, "--out", str(voc_checkpoint), "--no-progress"])
         print(f"VOC run: {time.perf_counter() - started:.0f} s in all (reading and caching included)")
-        class_names = torch.load(voc_checkpoint, weights_only=False)["class_names"]
+        class_names = torch.load(voc_checkpoint, weights_only=True)["class_names"]
         report("VOC folder (shapes 160 px, seeds 5/6)", voc_checkpoint,
                VOCDataset(voc, split="val", class_names=class_names))
 

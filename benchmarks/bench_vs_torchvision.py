@@ -15,16 +15,17 @@ What it does, in one run:
    run is slower), trains each in turn, from those equal initial weights, on the same cached synthetic training set
    with the same augmentation, batch order, AdamW settings and warm-up + cosine schedule as
    `python -m ssd_lite.train`, for the same wall-clock time. By default ours trains exactly the default run
-   (ssd_lite.train.DEFAULT_EPOCHS epochs; this loop reproduces ssd_lite.train.train bit for bit) and
+   (ssd_lite.train.DEFAULT_EPOCHS epochs; this loop calls ssd_lite.train.training_step with ssd_lite.train.train's schedule) and
    torchvision's then gets the seconds ours took; --time-budget S gives both S seconds, --steps N both N steps.
 4. Evaluates both on the same held-out shapes with ssd_lite.evaluate.mean_average_precision (VOC mAP@0.5),
    with the same detection settings (score > 0.01, NMS IoU 0.45, 400 candidates per class, 200 per image),
    and prints a table.
 
 What differs is only what the comparison is about, each library's own SSD machinery:
-- matching: ours (ssd_lite.matching.match) runs in the DataLoader's collate, as in ssd_lite.train (in the
-  training process on the CPU, in a worker with CUDA); torchvision's (SSDMatcher) runs inside its forward. Same rule (IoU >= 0.5, plus each object's
-  best default box); ties between two objects for one box may be broken differently.
+- the training step: ours is ssd_lite.train.training_step itself (ssd_lite.matching.match, the network,
+  ssd_lite.loss.multibox_loss, the update); torchvision's matches with SSDMatcher inside its forward. Same
+  rule (IoU >= 0.5, plus each object's best default box); ties between two objects for one box may be
+  broken differently.
 - loss: ssd_lite.loss.multibox_loss against SSD.compute_loss. Same sums (smooth L1 with beta 1 on the
   positives, cross-entropy on the positives and the 3:1 hardest negatives per image, both / N over the
   batch); ties in hard negative mining may pick different (equally hard) negatives.
@@ -53,17 +54,17 @@ from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 
 from ssd_lite.augment import eval_transform, train_transform
 from ssd_lite.boxes import cxcywh_to_xyxy
-from ssd_lite.data import ShapesDataset, collate
+from ssd_lite.data import CachedDataset, collate
 from ssd_lite.detect import predict_dataset
 from ssd_lite.evaluate import mean_average_precision
-from ssd_lite.loss import multibox_loss
-from ssd_lite.matching import match
 from ssd_lite.model import IMAGENET_MEAN, IMAGENET_STD, SSD
 from ssd_lite.nms import NMS_TOP_K
+from ssd_lite.shapes import ShapesDataset
 from ssd_lite.train import (DEFAULT_AUGMENTATION, DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_IMAGE_SIZE, DEFAULT_LR, DEFAULT_NUM_IMAGES,
                             DEFAULT_SEED, DEFAULT_WARMUP, DEFAULT_WEIGHT_DECAY, HELD_OUT_NUM_IMAGES,
-                            HELD_OUT_SEED, CachedDataset, MatchCollate, default_model, default_num_workers,
-                            learning_rate_factor, pick_device)
+                            HELD_OUT_SEED, learning_rate_factor, make_optimiser, training_step)
+from ssd_lite.device import default_num_workers, pick_device
+from ssd_lite.model import default_model
 
 # Detection settings shared by both models at evaluation: those of ssd_lite.detect.predict and of the
 # original SSD (keep scores > 0.01, NMS at IoU 0.45, 400 candidates per class, 200 detections per image).
@@ -120,41 +121,31 @@ def to_pixels(targets: list[dict], image_size: int, device: torch.device) -> lis
 
 
 # ---------------------------------------------------------------------------------------------------
-# One training step's loss for each library. A batch is what each one's DataLoader yields.
+# One training step of each library: forward, loss, backward, optimiser step; returns the loss.
+# Both take the same batches, (images, targets) from ssd_lite.data.collate.
 
-def our_loss(model: SSD, batch) -> Tensor:
-    """ssd_lite.train's step: matching was done in the DataLoader (MatchCollate); network, then MultiBox loss."""
-    images, loc_targets, labels, _ = batch
+def our_step(model: SSD, optimiser: torch.optim.Optimizer, batch) -> Tensor:
+    """ssd_lite.train.training_step itself: match, network, MultiBox loss, update."""
+    images, targets = batch
     device = model.priors.device
-    loc_pred, conf_pred = model(images.to(device, memory_format=torch.channels_last))
-    loc_loss, conf_loss = multibox_loss(loc_pred, conf_pred, loc_targets.to(device), labels.to(device))
+    images = images.to(device, memory_format=torch.channels_last)
+    targets = [{key: t[key].to(device) for key in ("boxes", "labels")} for t in targets]
+    loc_loss, conf_loss = training_step(model, optimiser, images, targets)
     return loc_loss + conf_loss
 
 
-def our_loss_with_matching(model: SSD, batch) -> Tensor:
-    """Our step with the matching done in the step, like torchvision's: for a like-for-like step time."""
-    images, targets = batch
-    device = model.priors.device
-    matched = [match(t["boxes"].to(device), t["labels"].to(device), model.priors) for t in targets]
-    loc_targets = torch.stack([loc for loc, _ in matched])
-    labels = torch.stack([lab for _, lab in matched])
-    return our_loss(model, (images, loc_targets, labels, targets))
-
-
-def torchvision_loss(model: TorchvisionSSD, batch) -> Tensor:
+def torchvision_step(model: TorchvisionSSD, optimiser: torch.optim.Optimizer, batch) -> Tensor:
     """torchvision's step: in training mode SSD(images, targets) matches and returns its two losses."""
     images, targets = batch
     device = next(model.parameters()).device
     losses = model(list(images.to(device)), to_pixels(targets, images.shape[-1], device))
-    return losses["bbox_regression"] + losses["classification"]
-
-
-def make_optimiser(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """AdamW as in ssd_lite.train: no weight decay on BatchNorm and bias parameters (1-D tensors)."""
-    decay = [p for p in model.parameters() if p.dim() > 1]
-    no_decay = [p for p in model.parameters() if p.dim() <= 1]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+    loss = losses["bbox_regression"] + losses["classification"]
+    if not torch.isfinite(loss):
+        raise RuntimeError(f"non-finite loss {float(loss)}")
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    optimiser.step()
+    return loss.detach()
 
 
 def make_loader(dataset, batch_size: int, collate_fn, seed: int, num_workers: int) -> DataLoader:
@@ -173,7 +164,7 @@ def synchronise(device: torch.device) -> None:
 # ---------------------------------------------------------------------------------------------------
 # Training for a budget: the loop of ssd_lite.train.train, for either model.
 
-def train_for(model: nn.Module, loss_fn, loader: DataLoader, device: torch.device, steps: int | None,
+def train_for(model: nn.Module, step_fn, loader: DataLoader, device: torch.device, steps: int | None,
               time_budget: float | None, lr: float, weight_decay: float, warmup: float) -> dict:
     """Train `model` in place for `steps` steps or `time_budget` seconds, with ssd_lite.train's schedule.
 
@@ -196,12 +187,7 @@ def train_for(model: nn.Module, loss_fn, loader: DataLoader, device: torch.devic
             fraction = step / steps if steps is not None else (time.perf_counter() - start) / time_budget
             for group in optimiser.param_groups:
                 group["lr"] = lr * learning_rate_factor(fraction, warmup)
-            loss = loss_fn(model, batch)
-            if not torch.isfinite(loss):
-                raise RuntimeError(f"non-finite loss {float(loss)} at step {step + 1}")
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
+            loss = step_fn(model, optimiser, batch)
             losses.append(loss.item())  # waits for the step to finish, as float(loss) in ssd_lite.train
             step += 1
             step_seconds.append(time.perf_counter() - waiting_since)
@@ -222,25 +208,20 @@ def time_steps(contenders: dict, batches: list, device: torch.device, warmup: in
                lr: float, weight_decay: float) -> dict[str, list[float]]:
     """Milliseconds of forward + loss + backward + optimiser step, per contender, over the same batches.
 
-    contenders: name -> (model, loss_fn, batch_index) where batch_index picks the form of the batch the
-    loss needs (0: our matched batch, 1: images and targets). The contenders take turns step by step, and
-    who goes first rotates each round, so a change in machine load hits them all alike. The first `warmup`
-    rounds are not recorded.
+    contenders: name -> (model, step_fn). The contenders take turns step by step, and who goes first
+    rotates each round, so a change in machine load hits them all alike. The first `warmup` rounds are not
+    recorded.
     """
-    optimisers = {name: make_optimiser(model, lr, weight_decay) for name, (model, _, _) in contenders.items()}
+    optimisers = {name: make_optimiser(model, lr, weight_decay) for name, (model, _) in contenders.items()}
     times = {name: [] for name in contenders}
     names = list(contenders)
     for i in range(warmup + repeats):
         for name in names[i % len(names):] + names[:i % len(names)]:
-            model, loss_fn, form = contenders[name]
-            batch = batches[i % len(batches)][form]
+            model, step_fn = contenders[name]
             model.train()
             synchronise(device)
             start = time.perf_counter()
-            loss = loss_fn(model, batch)
-            optimisers[name].zero_grad(set_to_none=True)
-            loss.backward()
-            optimisers[name].step()
+            step_fn(model, optimisers[name], batches[i % len(batches)])
             synchronise(device)
             if i >= warmup:
                 times[name].append(1000 * (time.perf_counter() - start))
@@ -286,27 +267,27 @@ def same_detections(ours: dict, theirs: dict, tolerance: float = 1e-5) -> bool:
 # ---------------------------------------------------------------------------------------------------
 # Equivalence checks at the start: the two must begin as the same network.
 
-@torch.no_grad()
 def check_twins(model: SSD, twin: TorchvisionSSD, batch, device: torch.device) -> dict[str, float]:
-    """Largest differences between the two at their (equal) initial weights, on one matched batch."""
+    """Largest differences between the two at their (equal) initial weights, on one batch."""
     model, twin = copy.deepcopy(model).to(device), copy.deepcopy(twin).to(device)  # keep BN stats untouched
-    images, _, _, targets = batch
-    images = images.to(device)
-    # Default boxes: torchvision makes them in pixels, xyxy, for the batch's image size.
-    model.eval()
-    twin.eval()
-    image_list, _ = twin.transform(list(images))
-    feature_maps = list(twin.backbone(image_list.tensors).values())
-    their_boxes = twin.anchor_generator(image_list, feature_maps)[0] / model.image_size
-    our_boxes = cxcywh_to_xyxy(model.priors)
-    # Raw outputs (eval mode: BatchNorm uses the same running statistics in both).
-    loc_pred, conf_pred = model(images)
-    head_outputs = twin.head(feature_maps)
-    # Loss in training mode (BatchNorm on batch statistics, identical in both).
+    images = batch[0].to(device)
+    with torch.no_grad():
+        # Default boxes: torchvision makes them in pixels, xyxy, for the batch's image size.
+        model.eval()
+        twin.eval()
+        image_list, _ = twin.transform(list(images))
+        feature_maps = list(twin.backbone(image_list.tensors).values())
+        their_boxes = twin.anchor_generator(image_list, feature_maps)[0] / model.image_size
+        our_boxes = cxcywh_to_xyxy(model.priors)
+        # Raw outputs (eval mode: BatchNorm uses the same running statistics in both).
+        loc_pred, conf_pred = model(images)
+        head_outputs = twin.head(feature_maps)
+    # Loss in training mode (BatchNorm on batch statistics, identical in both): each step returns the loss
+    # computed before its update (lr 0: nothing changes anyway).
     model.train()
     twin.train()
-    ours = float(our_loss(model, batch))
-    theirs = float(torchvision_loss(twin, (images, targets)))
+    ours = float(our_step(model, torch.optim.SGD(model.parameters(), lr=0.0), batch))
+    theirs = float(torchvision_step(twin, torch.optim.SGD(twin.parameters(), lr=0.0), batch))
     return {"default boxes": float((their_boxes - our_boxes).abs().max()),
             "offsets": float((head_outputs["bbox_regression"] - loc_pred).abs().max()),
             "class scores": float((head_outputs["cls_logits"] - conf_pred).abs().max()),
@@ -370,16 +351,15 @@ def main(argv=None) -> None:
                              transform=eval_transform(size))
     print(f"cached the training set in {time.perf_counter() - started:.0f} s")
 
-    # The same augmented batches in both forms: matched (ours) and plain (torchvision, ours-with-matching).
+    # A few augmented batches, the same for both.
     torch.manual_seed(args.seed)
-    matched_loader = make_loader(train_set, args.batch_size, MatchCollate(model.priors), args.seed, 0)
     batches = []
-    for batch in matched_loader:
-        batches.append((batch, (batch[0], batch[3])))
+    for batch in make_loader(train_set, args.batch_size, collate, args.seed, 0):
+        batches.append(batch)
         if len(batches) == 4:
             break
 
-    differences = check_twins(model, twin, batches[0][0], device)
+    differences = check_twins(model, twin, batches[0], device)
     print("start: largest |ours - torchvision| " + ", ".join(
         f"{name} {value:.2g}" for name, value in differences.items() if "initial" not in name)
           + f" (initial loss {differences['our initial loss']:.4f} vs "
@@ -387,32 +367,30 @@ def main(argv=None) -> None:
 
     # Step timing on copies, so the training below starts from the initial weights.
     layout = dict(device=device, memory_format=torch.channels_last)  # as in training, for all three
-    contenders = {"ours": (copy.deepcopy(model).to(**layout), our_loss, 0),
-                  "ours, matching in the step": (copy.deepcopy(model).to(**layout), our_loss_with_matching, 1),
-                  "torchvision": (copy.deepcopy(twin).to(**layout), torchvision_loss, 1)}
+    contenders = {"ours": (copy.deepcopy(model).to(**layout), our_step),
+                  "torchvision": (copy.deepcopy(twin).to(**layout), torchvision_step)}
     step_times = time_steps(contenders, batches, device, args.timing_warmup, args.timing_steps,
                             args.lr, DEFAULT_WEIGHT_DECAY)
     del contenders
 
-    contestants = [("ours", model, our_loss, MatchCollate(model.priors)),
-                   ("torchvision", twin, torchvision_loss, collate)]
+    contestants = [("ours", model, our_step), ("torchvision", twin, torchvision_step)]
     workers = args.workers if args.workers is not None else default_num_workers(device)
     # Warm-up runs on throwaway copies: in a fresh process the first training run was measured ~8% slower
     # per step than the same run repeated (memory allocation settling in), which would handicap whichever
     # model trains first below.
     if args.warmup_steps > 0:
         print(f"warm-up: {args.warmup_steps} untimed training steps of each model", flush=True)
-        for name, net, loss_fn, collate_fn in contestants:
-            loader = make_loader(train_set, args.batch_size, collate_fn, args.seed + 1, workers)
-            train_for(copy.deepcopy(net), loss_fn, loader, device, args.warmup_steps, None, args.lr,
+        for name, net, step_fn in contestants:
+            loader = make_loader(train_set, args.batch_size, collate, args.seed + 1, workers)
+            train_for(copy.deepcopy(net), step_fn, loader, device, args.warmup_steps, None, args.lr,
                       DEFAULT_WEIGHT_DECAY, DEFAULT_WARMUP)
             del loader
 
     # Training, one after the other, from the same weights on the same batches (same loader seed).
     runs = {}
-    for name, net, loss_fn, collate_fn in contestants:
+    for name, net, step_fn in contestants:
         torch.manual_seed(args.seed)
-        loader = make_loader(train_set, args.batch_size, collate_fn, args.seed, workers)
+        loader = make_loader(train_set, args.batch_size, collate, args.seed, workers)
         steps, time_budget = args.steps, args.time_budget
         if steps is None and time_budget is None:  # the default: ours as the course trains it, then same time
             if name == "ours":
@@ -421,7 +399,7 @@ def main(argv=None) -> None:
                 time_budget = runs["ours"]["seconds"]
         print(f"training {name} for " + (f"{steps} steps" if steps is not None else f"{time_budget:.0f} s"),
               flush=True)
-        runs[name] = train_for(net, loss_fn, loader, device, steps, time_budget, args.lr,
+        runs[name] = train_for(net, step_fn, loader, device, steps, time_budget, args.lr,
                                DEFAULT_WEIGHT_DECAY, DEFAULT_WARMUP)
         del loader  # stop its worker process before the next run starts
     same_data = runs["ours"]["first_batch_sum"] == runs["torchvision"]["first_batch_sum"]
@@ -468,9 +446,8 @@ def main(argv=None) -> None:
     for name, times in step_times.items():
         print(f"  {name:28} median {statistics.median(times):8.1f} ms, min {min(times):8.1f} ms")
     medians = {name: statistics.median(times) for name, times in step_times.items()}
-    print(f"  ours / torchvision (medians): {medians['ours'] / medians['torchvision']:.2f} as trained (matching "
-          f"in the DataLoader), {medians['ours, matching in the step'] / medians['torchvision']:.2f} like for "
-          "like (matching in the step); below 1: ours is faster")
+    print(f"  ours / torchvision (medians): {medians['ours'] / medians['torchvision']:.2f} (both match in the "
+          "step); below 1: ours is faster")
     print("\nmean step = training seconds / steps; it and the median step include waiting for data. Timings "
           "on a busy machine are inflated: compare only the two models of one run.")
 

@@ -25,10 +25,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from ssd_lite.boxes import check_boxes
-
-# The canvas of the zoom out is filled with the mean colour (the ImageNet means the model subtracts),
-# so after standardisation the padding is close to zero, as in the original Caffe code.
-MEAN_COLOUR = (0.485, 0.456, 0.406)
+from ssd_lite.model import IMAGENET_MEAN
 
 
 def _per_box_tensors(sample) -> tuple[Tensor, ...]:
@@ -101,7 +98,9 @@ def train_transform(image_size: int, photometric: bool = True, zoom_out: float =
     if photometric:
         steps.append(v2.RandomPhotometricDistort(p=0.5))
     if zoom_out > 1:
-        steps.append(v2.RandomZoomOut(fill={tv_tensors.Image: MEAN_COLOUR, "others": 0},
+        # The canvas is filled with the mean colour the model subtracts, so after standardisation the
+        # padding is close to zero, as in the original Caffe code.
+        steps.append(v2.RandomZoomOut(fill={tv_tensors.Image: IMAGENET_MEAN, "others": 0},
                                       side_range=(1.0, zoom_out), p=0.5))
     crop = [v2.RandomIoUCrop(min_scale=crop_min_scale), v2.ClampBoundingBoxes()] if iou_crop else []
     finish = []

@@ -37,7 +37,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ssd_lite import cli
 from ssd_lite.boxes import box_iou, check_boxes
+from ssd_lite.device import use_threads
 
 INTERPOLATIONS = ("11point", "all", "101point")
 
@@ -279,7 +281,8 @@ def to_coco(detections: Sequence[dict], targets: Sequence[dict], image_sizes: Se
             num_classes: int) -> tuple[dict, list[dict]]:
     """Our per-image dicts in the COCO json format, for pycocotools (or any COCO tool).
 
-    image_sizes: (height, width) of each image, to turn normalised xyxy boxes into COCO's pixel
+    image_sizes: (width, height) of each image (the course's convention, as PIL), to turn normalised xyxy
+    boxes into COCO's pixel
     [x, y, width, height]. Image i gets id i + 1, label k is category k, objects get ids from 1 (COCO
     counts 0 as "no match"). "difficult" has no COCO equivalent and is dropped.
     Returns the ground truth (a dict with "images", "annotations", "categories") and the results list.
@@ -288,18 +291,18 @@ def to_coco(detections: Sequence[dict], targets: Sequence[dict], image_sizes: Se
         raise ValueError(f"need one detections dict, target and image size per image, got {len(detections)}, "
                          f"{len(targets)} and {len(image_sizes)}")
 
-    def pixel_xywh(boxes: Tensor, height: int, width: int) -> list[list[float]]:
+    def pixel_xywh(boxes: Tensor, width: int, height: int) -> list[list[float]]:
         x_min, y_min, x_max, y_max = boxes.detach().cpu().double().unbind(-1)
         return torch.stack([x_min * width, y_min * height, (x_max - x_min) * width, (y_max - y_min) * height],
                            dim=-1).tolist()
 
     images, annotations, results = [], [], []
-    for image_id, (found, target, (height, width)) in enumerate(zip(detections, targets, image_sizes), start=1):
+    for image_id, (found, target, (width, height)) in enumerate(zip(detections, targets, image_sizes), start=1):
         images.append({"id": image_id, "height": height, "width": width})
-        for box, label in zip(pixel_xywh(target["boxes"], height, width), target["labels"].tolist()):
+        for box, label in zip(pixel_xywh(target["boxes"], width, height), target["labels"].tolist()):
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": label,
                                 "bbox": box, "area": box[2] * box[3], "iscrowd": 0})
-        for box, label, score in zip(pixel_xywh(found["boxes"], height, width), found["labels"].tolist(),
+        for box, label, score in zip(pixel_xywh(found["boxes"], width, height), found["labels"].tolist(),
                                      found["scores"].tolist()):
             results.append({"image_id": image_id, "category_id": label, "bbox": box, "score": score})
     categories = [{"id": label, "name": str(label)} for label in range(1, num_classes)]
@@ -340,20 +343,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--checkpoint", required=True, help="a checkpoint written by python -m ssd_lite.train")
     parser.add_argument("--data", help="a Pascal VOC folder (JPEGImages/, Annotations/, ImageSets/Main/)")
     parser.add_argument("--split", default="val", help="the VOC split to evaluate (default: val)")
-    parser.add_argument("--num-images", type=int, default=None,
+    parser.add_argument("--num-images", type=cli.positive_int, default=None,
                         help="how many synthetic images, without --data (default: as recorded in the checkpoint)")
     parser.add_argument("--seed", type=int, default=None,
                         help="seed of the synthetic images, without --data (default: the held-out seed recorded "
                              "in the checkpoint)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
+    parser.add_argument("--batch-size", type=cli.positive_int, default=32)
+    cli.add_common_flags(parser)
     args = parser.parse_args(argv)
 
     # Imported here: the metrics above need no model, and `import ssd_lite.evaluate` stays light.
-    from ssd_lite.data import ShapesDataset, VOCDataset
+    from ssd_lite.shapes import ShapesDataset
+    from ssd_lite.voc import VOCDataset
     from ssd_lite.detect import predict_dataset
-    from ssd_lite.train import load_checkpoint
+    from ssd_lite.checkpoint import load_checkpoint
 
+    use_threads(args.threads)
     model, checkpoint = load_checkpoint(args.checkpoint, device=args.device)
     class_names = tuple(checkpoint["class_names"])
     if args.data:
@@ -363,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         recorded = checkpoint.get("data", {})
         seed = args.seed if args.seed is not None else recorded.get("held_out_seed")
-        num_images = args.num_images or recorded.get("held_out_num_images") or 500
+        num_images = args.num_images if args.num_images is not None else recorded.get("held_out_num_images", 500)
         if seed is None:
             parser.error(f"{args.checkpoint} records no held-out seed for synthetic images "
                          "(was it trained on VOC data?): pass --data, or --seed")
@@ -378,4 +383,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli.run(main, prog="python -m ssd_lite.evaluate"))

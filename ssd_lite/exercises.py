@@ -1,323 +1,47 @@
-"""Exercise checkers for the lessons, and the tool that writes the student copies of the notebooks.
+"""Exercise checkers for the lessons: `check_iou(my_iou)` and the like.
 
-In a lesson, each code exercise is followed by a check cell such as `check_iou(my_iou)`. The checker
-runs the reader's function on hand-picked edge cases and on seeded random ones, compares every answer
-with ssd_lite's own function, prints a short verdict and returns True or False. A wrong answer never
-makes it raise: an exception in the reader's code, a None, a wrong type, shape or dtype are reported
-in a few lines, with the smallest input that fails, the expected and the received value.
+Each checker lists the cases it tries (hand-picked edge cases first, then seeded random ones) and
+names the function of ssd_lite it compares the answers with. It prints a short verdict: `✓ Correct`,
+"Not attempted yet" for a function that still raises NotImplementedError, or the smallest input
+that fails with the expected and the received value. A wrong answer never makes it raise, whatever
+the reader's code does: raising, looping forever, printing a flood, calling sys.exit(), changing its
+input in place (see ssd_lite/_checking.py, which runs the cases).
 
-    python -m ssd_lite.exercises student [--notebooks notebooks] [--out notebooks/student] [--check]
+Each checker returns a CheckResult, true if every case passed (`assert check_iou(my_iou)` works), that
+a notebook does not echo under the verdict.
 
-writes the student copies: every lesson notebooks/NN_*.ipynb with each solution region (the lines from
-`### BEGIN SOLUTION` to `### END SOLUTION`, nbgrader's markers) replaced by a placeholder that raises
-NotImplementedError, and every output cleared. `--check` writes nothing and exits with status 1 if
-the committed copies differ from what would be written.
+The student copies of the lessons are written by another tool: `python -m ssd_lite.student_copies`.
 """
 from __future__ import annotations
 
-import argparse
-import copy
-import json
-import math
-import re
-import sys
-import traceback
-from pathlib import Path
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Callable, Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from ssd_lite.boxes import box_iou, cxcywh_to_xyxy, encode, xyxy_to_cxcywh
+from ssd_lite._checking import (Case, CheckResult, _boxes, _compare_cell_boxes, _compare_float, _compare_floats,
+                                _compare_indices, _compare_int, _compare_mining, _compare_pair, _compare_tensors,
+                                _crowded_boxes, _curve, _distinct_scores, _generator, _loss_case, _mining_case,
+                                _randint, _random_boxes, _run_checks, _untied_match_case, _with_inputs)
+from ssd_lite.boxes import box_iou, encode, xyxy_to_cxcywh
+from ssd_lite.evaluate import average_precision, precision_recall
+from ssd_lite.loss import hard_negative_mining, multibox_loss, smooth_l1
 from ssd_lite.matching import match
+from ssd_lite.nms import batched_nms, nms
 from ssd_lite.priors import cell_default_boxes, default_boxes, prior_scales
 
-# Tolerance for float answers: float32 arithmetic done in another order differs by ~1e-6.
-ATOL = 1e-4
-RTOL = 1e-4
-
-
-# ---------------------------------------------------------------------------------------------------
-# The shared runner
-# ---------------------------------------------------------------------------------------------------
-
-class Case(NamedTuple):
-    """One input to try: positional arguments for the reader's function, and what the case is about."""
-    args: tuple
-    note: str = ""
-
-
-# A comparison returns None when the answer is right, else a message, or (message, expected_part,
-# received_part) to show only the wrong part of a composite answer.
-Compare = Callable[[Any, Any], "str | tuple[str, Any, Any] | None"]
-
-
-_RAISED = object()  # stands for "no answer received: the function raised"
-
-
-def _run_checks(name: str, fn: Callable, cases: Sequence[Case], reference: Callable, compare: Compare,
-                arg_names: Sequence[str] = ()) -> bool:
-    """Run `fn` and `reference` on every case, print a verdict, return True if every answer is right.
-
-    Every case gets fresh copies of its inputs (so one case cannot spoil the next), and an answer that
-    is right but changed its input in place is wrong: the caller's tensors would be corrupted.
-    """
-    if not callable(fn):
-        print(f"✗ {name} needs your function itself, e.g. {name}(my_function), not its result "
-              f"(got a {type(fn).__name__}).")
-        return False
-    fn_name = getattr(fn, "__name__", "your function")
-    failures = []  # (case, message, expected, received)
-    for case in cases:
-        expected = reference(*copy.deepcopy(case.args))
-        args = copy.deepcopy(case.args)
-        try:
-            received = fn(*args)
-        except NotImplementedError:
-            print(f"Not attempted yet: replace `raise NotImplementedError` in {fn_name} with your code.")
-            return False
-        except Exception as error:  # the reader's bug, reported below without a traceback
-            failures.append((case, _describe_error(error, fn), expected, _RAISED))
-            continue
-        result = compare(expected, received)
-        if result is None:
-            result = _input_changed(case.args, args, arg_names)
-        if result is not None:
-            if isinstance(result, str):
-                result = (result, expected, received)
-            failures.append((case, *result))
-
-    if not failures:
-        print(f"✓ Correct: passed all {len(cases)} cases.")
-        return True
-    case, message, expected, received = min(failures, key=lambda failure: _size(failure[0].args))
-    about = f" ({case.note})" if case.note else ""
-    print(f"✗ Not yet: {len(failures)} of {len(cases)} cases failed. The smallest failing case{about}:")
-    names = list(arg_names) + [f"argument {i + 1}" for i in range(len(arg_names), len(case.args))]
-    for arg_name, value in zip(names, case.args):
-        print(f"    {arg_name} = {_show(value, indent=len(arg_name) + 7)}")
-    print(f"  {fn_name} {message}")
-    print(f"  expected: {_show(expected, indent=12)}")
-    if received is not _RAISED:
-        print(f"  received: {_show(received, indent=12)}")
-    return False
-
-
-def _describe_error(error: Exception, fn: Callable) -> str:
-    """'raised IndexError: ...' plus the line of the reader's function where it happened, if known."""
-    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    if len(text) > 160:
-        text = text[:157] + "..."
-    message = f"raised {type(error).__name__}" + (f": {text}" if text else "")
-    code = getattr(fn, "__code__", None)
-    frames = [frame for frame in traceback.extract_tb(error.__traceback__)
-              if code is not None and (frame.filename, frame.name) == (code.co_filename, code.co_name)]
-    if frames and frames[-1].line:
-        line_number = frames[-1].lineno - code.co_firstlineno + 1  # counted from the `def` line
-        message += f"\n  at line {line_number} of {fn.__name__}: {frames[-1].line.strip()}"
-    return message
-
-
-def _input_changed(original: tuple, after: tuple, arg_names: Sequence[str]) -> str | None:
-    """A message if the reader's function changed one of its input tensors, else None."""
-    for i, (before, now) in enumerate(zip(original, after)):
-        if isinstance(before, Tensor) and isinstance(now, Tensor):
-            changed = before.shape != now.shape or not torch.equal(before, now)
-        else:
-            changed = False
-        if changed:
-            arg_name = arg_names[i] if i < len(arg_names) else f"argument {i + 1}"
-            return (f"gave the right answer but changed its input `{arg_name}` in place: work on a copy "
-                    f"(e.g. `{arg_name}.clone()`), or build a new tensor, so the caller's data stays intact")
-    return None
-
-
-def _size(value: Any) -> int:
-    """How big an input is, to pick the smallest failing case: elements of tensors, items of lists."""
-    if isinstance(value, Tensor):
-        return value.numel()
-    if isinstance(value, (list, tuple)):
-        return sum(_size(item) for item in value) + 1
-    return 1
-
-
-def _show(value: Any, indent: int = 0) -> str:
-    """A short printout: tensors with 4 decimals, summarised when large; shapes named when empty."""
-    if isinstance(value, Tensor):
-        array = value.detach().cpu()
-        array = (array.double() if array.is_floating_point() else array).numpy()
-        text = np.array2string(array, precision=4, suppress_small=True, separator=", ", threshold=48,
-                               edgeitems=3, max_line_width=100, prefix=" " * (indent + 7))
-        usual = (torch.float32, torch.float64, torch.int64, torch.bool)
-        dtype = "" if value.dtype in usual else f", dtype={value.dtype}"
-        if value.numel() == 0:
-            return f"tensor({text}, shape={tuple(value.shape)}{dtype})"
-        return f"tensor({text}{dtype})"
-    if isinstance(value, float):
-        return repr(round(value, 4))
-    if isinstance(value, (list, tuple)) and value and all(isinstance(v, float) for v in value):
-        inner = ", ".join(repr(round(v, 4)) for v in value)
-        return f"[{inner}]" if isinstance(value, list) else f"({inner})"
-    return repr(value)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Comparisons
-# ---------------------------------------------------------------------------------------------------
-
-_KINDS = {"float": "a float tensor", "int": "an integer tensor (int64)", "bool": "a bool tensor (a mask)"}
-
-
-def _kind(tensor: Tensor) -> str:
-    if tensor.dtype == torch.bool:
-        return "bool"
-    return "float" if tensor.is_floating_point() else "int"
-
-
-def _compare_tensors(expected: Tensor, received: Any, what: str = "") -> str | None:
-    """None if `received` is a tensor of the expected shape and kind with (nearly) the same values."""
-    label = what or "a tensor"  # what the answer is called in the messages
-    if received is None:
-        return f"returned None{' for ' + what if what else ''}: did you forget `return`?"
-    if not isinstance(received, Tensor):
-        return f"returned {what + ' as ' if what else ''}a {type(received).__name__}, expected a torch.Tensor"
-    if received.shape != expected.shape:
-        hint = ""
-        if received.dim() > 1 and sorted(received.shape) == sorted(expected.shape):
-            hint = " (are two axes swapped?)"
-        return f"returned {label} of shape {tuple(received.shape)}, expected {tuple(expected.shape)}{hint}"
-    if _kind(received) != _kind(expected):
-        return f"returned {label} of dtype {received.dtype}, expected {_KINDS[_kind(expected)]}"
-    received = received.detach().cpu()
-    if _kind(expected) != "float":
-        received = received.to(expected.dtype)  # int32 labels are as good as int64 ones
-        if torch.equal(received, expected):
-            return None
-        first = tuple(int(i) for i in (received != expected).nonzero()[0])
-        return (f"returned {what + ' with ' if what else ''}wrong values (the first at "
-                f"{what or 'result'}[{', '.join(map(str, first))}])")
-    received, expected = received.double(), expected.double()
-    if torch.isnan(received).any() and not torch.isnan(expected).any():
-        return f"returned {label} containing NaN"
-    if torch.allclose(received, expected, rtol=RTOL, atol=ATOL, equal_nan=True):
-        return None
-    difference = (received - expected).abs().nan_to_num(nan=math.inf)
-    index = np.unravel_index(int(difference.argmax()), tuple(difference.shape))
-    index = tuple(int(i) for i in index)
-    where = f"[{', '.join(map(str, index))}]" if index else ""
-    largest = float(difference.max())
-    return (f"returned {what + ' with ' if what else ''}wrong values (largest difference {largest:.4g} "
-            f"at {what or 'result'}{where})")
-
-
-def _as_number(received: Any) -> float | None:
-    """A Python number from a float, an int, a one-element tensor or a numpy scalar; else None."""
-    if isinstance(received, bool):
-        return None
-    if isinstance(received, (int, float, np.integer, np.floating)):
-        return float(received)
-    if isinstance(received, Tensor) and received.numel() == 1:
-        return float(received)
-    return None
-
-
-def _wrong_number_type(received: Any, wanted: str) -> str:
-    if received is None:
-        return "returned None: did you forget `return`?"
-    if isinstance(received, Tensor):
-        return f"returned a tensor of shape {tuple(received.shape)}, expected {wanted}"
-    return f"returned a {type(received).__name__}, expected {wanted}"
-
-
-def _compare_float(expected: float, received: Any) -> str | None:
-    value = _as_number(received)
-    if value is None:
-        return _wrong_number_type(received, "one number")
-    if math.isclose(value, expected, rel_tol=RTOL, abs_tol=ATOL):
-        return None
-    return f"returned a wrong value ({value:.4f} instead of {expected:.4f})"
-
-
-def _compare_int(expected: int, received: Any) -> str | None:
-    value = _as_number(received)
-    if value is None:
-        return _wrong_number_type(received, "a whole number")
-    if value != expected:
-        return f"returned a wrong number ({value:g} instead of {expected})"
-    return None
-
-
-def _compare_floats(expected: list[float], received: Any) -> str | None:
-    """A list (or tuple, or 1-D tensor) of floats."""
-    if isinstance(received, Tensor):
-        if received.dim() != 1:
-            return f"returned a tensor of shape {tuple(received.shape)}, expected a list of {len(expected)} numbers"
-        received = received.tolist()
-    if received is None:
-        return "returned None: did you forget `return`?"
-    if not isinstance(received, (list, tuple, np.ndarray)):
-        return f"returned a {type(received).__name__}, expected a list of {len(expected)} numbers"
-    values = [_as_number(item) for item in received]
-    if any(value is None for value in values):
-        return "returned a list with something other than numbers in it"
-    if len(values) != len(expected):
-        return f"returned {len(values)} numbers, expected {len(expected)}"
-    if all(math.isclose(v, e, rel_tol=RTOL, abs_tol=ATOL) for v, e in zip(values, expected)):
-        return None
-    first = next(i for i, (v, e) in enumerate(zip(values, expected))
-                 if not math.isclose(v, e, rel_tol=RTOL, abs_tol=ATOL))
-    return f"returned wrong values (first at index {first}: {values[first]:.4f} instead of {expected[first]:.4f})"
-
-
-def _compare_pair(names: tuple[str, str]) -> Compare:
-    """Compare a tuple of two tensors, e.g. (loc_targets, labels), naming the part that is wrong."""
-    def compare(expected: tuple[Tensor, Tensor], received: Any):
-        if received is None:
-            return "returned None: did you forget `return`?"
-        if not isinstance(received, (tuple, list)) or len(received) != 2:
-            what = (f"a {type(received).__name__} of length {len(received)}"
-                    if isinstance(received, (tuple, list)) else f"a {type(received).__name__}")
-            return f"returned {what}, expected a tuple of two tensors ({names[0]}, {names[1]})"
-        for name, expected_part, received_part in zip(names, expected, received):
-            problem = _compare_tensors(expected_part, received_part, what=name)
-            if problem is not None:
-                return problem, expected_part, received_part
-        return None
-    return compare
-
-
-# ---------------------------------------------------------------------------------------------------
-# Random inputs (seeded; a generator of their own, so the checkers never touch the global RNG)
-# ---------------------------------------------------------------------------------------------------
-
-def _generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def _random_boxes(n: int, generator: torch.Generator, min_size: float = 0.05) -> Tensor:
-    """(n, 4) valid normalised xyxy boxes, rounded to 2 decimals so a failing case is easy to read."""
-    corner = torch.rand(n, 2, generator=generator) * (1 - min_size)
-    size = min_size + torch.rand(n, 2, generator=generator) * (1 - min_size - corner)
-    boxes = torch.cat([corner, corner + size], dim=1)
-    return (boxes * 100).round() / 100
-
-
-def _boxes(rows: list[list[float]]) -> Tensor:
-    return torch.tensor(rows, dtype=torch.float32).reshape(-1, 4)
-
-
-def _randint(low: int, high: int, generator: torch.Generator) -> int:
-    """A random int in [low, high]."""
-    return int(torch.randint(low, high + 1, (1,), generator=generator))
+__all__ = ["CheckResult", "check_iou", "check_xyxy_to_cxcywh", "check_prior_scales", "check_cell_default_boxes",
+           "check_match", "check_encode", "check_smooth_l1", "check_hard_negative_mining", "check_nms",
+           "check_localization_loss", "check_confidence_loss", "check_batched_nms", "check_hflip_boxes",
+           "check_num_default_boxes", "check_precision_recall", "check_average_precision"]
 
 
 # ---------------------------------------------------------------------------------------------------
 # Lesson 00-02: box geometry, default boxes, matching
 # ---------------------------------------------------------------------------------------------------
 
-def check_iou(fn: Callable) -> bool:
-    """fn(boxes1 (N, 4) xyxy, boxes2 (M, 4) xyxy) -> (N, M) IoU of every pair; reference: box_iou."""
+def check_iou(fn: Callable) -> CheckResult:
+    """fn(boxes1 (N, 4) xyxy, boxes2 (M, 4) xyxy) -> (N, M) IoU of every pair; reference: boxes.box_iou."""
     cases = [
         Case((_boxes([[0.1, 0.1, 0.5, 0.5]]), _boxes([[0.1, 0.1, 0.5, 0.5]])), "identical boxes"),
         Case((_boxes([[0.0, 0.0, 0.2, 0.2]]), _boxes([[0.5, 0.5, 1.0, 1.0]])),
@@ -328,12 +52,12 @@ def check_iou(fn: Callable) -> bool:
         Case((_boxes([]), _boxes([[0.1, 0.1, 0.5, 0.5], [0.2, 0.2, 0.9, 0.9]])), "no boxes in boxes1 (N = 0)"),
     ]
     generator = _generator(0)
-    for n, m in [(2, 3), (3, 1), (1, 4), (4, 4), (5, 2), (6, 6)]:
-        cases.append(Case((_random_boxes(n, generator), _random_boxes(m, generator)), f"{n} by {m} random boxes"))
+    cases += [Case((_random_boxes(n, generator), _random_boxes(m, generator)), f"{n} by {m} random boxes")
+              for n, m in [(2, 3), (3, 1), (1, 4), (4, 4), (5, 2), (6, 6)]]
     return _run_checks("check_iou", fn, cases, box_iou, _compare_tensors, ("boxes1", "boxes2"))
 
 
-def check_xyxy_to_cxcywh(fn: Callable) -> bool:
+def check_xyxy_to_cxcywh(fn: Callable) -> CheckResult:
     """fn(boxes (N, 4) xyxy) -> (N, 4) cxcywh; reference: boxes.xyxy_to_cxcywh."""
     cases = [
         Case((_boxes([[0.0, 0.0, 1.0, 1.0]]),), "the whole image"),
@@ -342,12 +66,11 @@ def check_xyxy_to_cxcywh(fn: Callable) -> bool:
         Case((_boxes([]),), "no boxes (N = 0)"),
     ]
     generator = _generator(1)
-    for n in [2, 3, 5, 8]:
-        cases.append(Case((_random_boxes(n, generator),), f"{n} random boxes"))
+    cases += [Case((_random_boxes(n, generator),), f"{n} random boxes") for n in [2, 3, 5, 8]]
     return _run_checks("check_xyxy_to_cxcywh", fn, cases, xyxy_to_cxcywh, _compare_tensors, ("boxes",))
 
 
-def check_prior_scales(fn: Callable) -> bool:
+def check_prior_scales(fn: Callable) -> CheckResult:
     """fn(num_feature_maps, s_min, s_max) -> list of m + 1 scales; reference: priors.prior_scales."""
     cases = [
         Case((1, 0.3, 0.9), "one feature map: the step is s_max - s_min"),
@@ -366,20 +89,7 @@ def check_prior_scales(fn: Callable) -> bool:
                        ("num_feature_maps", "s_min", "s_max"))
 
 
-def _compare_cell_boxes(expected: Tensor, received: Any):
-    problem = _compare_tensors(expected, received)
-    if problem is None or "wrong values" not in problem:
-        return problem
-    def rows(boxes: Tensor) -> list[tuple[float, ...]]:
-        return sorted(map(tuple, boxes.detach().cpu().double().round(decimals=4).tolist()))
-
-    if rows(received) == rows(expected):  # the same boxes, listed in another order
-        return ("returned the right boxes in a different order: ssd_lite's order is ratio 1 at scale s, "
-                "ratio 1 at scale sqrt(s * s_next), then r and 1/r for each aspect ratio r")
-    return problem
-
-
-def check_cell_default_boxes(fn: Callable) -> bool:
+def check_cell_default_boxes(fn: Callable) -> CheckResult:
     """fn(cx, cy, scale, next_scale, aspect_ratios) -> (A, 4) cxcywh; reference: priors.cell_default_boxes."""
     cases = [
         Case((0.5, 0.5, 0.2, 0.35, ()), "no extra aspect ratios: the two square boxes only"),
@@ -390,33 +100,12 @@ def check_cell_default_boxes(fn: Callable) -> bool:
     for ratios in [(2,), (3,), (2, 3), (1.5, 4)]:
         cx, cy = (round(float(v), 2) for v in torch.rand(2, generator=generator))
         scale = round(0.1 + 0.6 * float(torch.rand(1, generator=generator)), 2)
-        next_scale = round(scale + 0.17, 2)
-        cases.append(Case((cx, cy, scale, next_scale, ratios), f"aspect ratios {ratios}"))
+        cases.append(Case((cx, cy, scale, round(scale + 0.17, 2), ratios), f"aspect ratios {ratios}"))
     return _run_checks("check_cell_default_boxes", fn, cases, cell_default_boxes, _compare_cell_boxes,
                        ("cx", "cy", "scale", "next_scale", "aspect_ratios"))
 
 
-def _untied_match_case(generator: torch.Generator, priors: Tensor, iou_threshold: float) -> tuple:
-    """Random objects whose matching has no ties (which any correct tie-break could resolve its own way)."""
-    while True:
-        num_objects = _randint(1, 3, generator)
-        gt_boxes = _random_boxes(num_objects, generator, min_size=0.1)
-        gt_labels = torch.randint(1, 6, (num_objects,), generator=generator)
-        ious = box_iou(gt_boxes, cxcywh_to_xyxy(priors))  # (G, P)
-        top_per_object = ious.topk(2, dim=1).values  # best and second best prior per object
-        best_prior_per_object = ious.argmax(dim=1)
-        per_prior = ious.topk(min(2, num_objects), dim=0).values
-        untied = ((top_per_object[:, 0] - top_per_object[:, 1]).abs() > 1e-4).all()
-        untied &= len(set(best_prior_per_object.tolist())) == num_objects
-        if num_objects > 1:  # a prior equally good for two objects
-            overlapping = per_prior[0] > 0
-            untied &= ((per_prior[0] - per_prior[1]).abs()[overlapping] > 1e-4).all()
-        untied &= ((ious - iou_threshold).abs() > 1e-4).all()  # not on the threshold, up to rounding
-        if untied:
-            return gt_boxes, gt_labels, priors, iou_threshold
-
-
-def check_match(fn: Callable) -> bool:
+def check_match(fn: Callable) -> CheckResult:
     """fn(gt_boxes, gt_labels, priors, iou_threshold=0.5) -> (loc_targets (P, 4), labels (P,)); reference: match."""
     far_prior = [0.8, 0.8, 0.2, 0.2]
     cases = [
@@ -438,14 +127,13 @@ def check_match(fn: Callable) -> bool:
     finer_grid = default_boxes([3, 1], [0.3, 0.7, 0.9], [(), (2,)])  # 24 priors
     for priors, iou_threshold in [(small_grid, 0.5), (small_grid, 0.3), (finer_grid, 0.5),
                                   (finer_grid, 0.4), (small_grid, 0.5), (finer_grid, 0.5)]:
-        gt_boxes, gt_labels, priors, iou_threshold = _untied_match_case(generator, priors, iou_threshold)
-        cases.append(Case((gt_boxes, gt_labels, priors, iou_threshold),
-                          f"{len(gt_boxes)} random objects, {len(priors)} priors, threshold {iou_threshold}"))
+        args = _untied_match_case(generator, priors, iou_threshold)
+        cases.append(Case(args, f"{len(args[0])} random objects, {len(priors)} priors, threshold {iou_threshold}"))
     return _run_checks("check_match", fn, cases, match, _compare_pair(("loc_targets", "labels")),
                        ("gt_boxes", "gt_labels", "priors", "iou_threshold"))
 
 
-def check_encode(fn: Callable) -> bool:
+def check_encode(fn: Callable) -> CheckResult:
     """fn(boxes_xyxy (P, 4), priors_cxcywh (P, 4)) -> (P, 4) offsets; reference: boxes.encode."""
     cases = [
         Case((_boxes([[0.2, 0.2, 0.6, 0.6]]), _boxes([[0.4, 0.4, 0.4, 0.4]])),
@@ -467,13 +155,11 @@ def check_encode(fn: Callable) -> bool:
 # Lessons 03-05: loss, hard negative mining, NMS
 # ---------------------------------------------------------------------------------------------------
 
-def check_smooth_l1(fn: Callable) -> bool:
-    """fn(input, target, beta=1.0) -> elementwise loss, same shape; reference: loss.smooth_l1."""
-    from ssd_lite.loss import smooth_l1
+def check_smooth_l1(fn: Callable) -> CheckResult:
+    """fn(input, target, beta=1.0) -> elementwise loss, same shape; reference: loss.smooth_l1.
 
-    def with_beta(input, target, beta=None):  # the default beta is the reader's own
-        return smooth_l1(input, target) if beta is None else smooth_l1(input, target, beta)
-
+    Cases without a beta call fn(input, target), so they check the default beta too.
+    """
     cases = [
         Case((torch.tensor([0.0]), torch.tensor([0.0])), "no error: zero loss"),
         Case((torch.tensor([0.5]), torch.tensor([0.0])), "a small error: the quadratic part"),
@@ -488,42 +174,15 @@ def check_smooth_l1(fn: Callable) -> bool:
         input = (torch.randn(shape, generator=generator) * 2).round(decimals=2)
         target = (torch.randn(shape, generator=generator)).round(decimals=2)
         args = (input, target) if beta is None else (input, target, beta)
-        note = f"random {tuple(shape)} tensors" + ("" if beta is None else f", beta = {beta:.3g}")
-        cases.append(Case(args, note))
-    return _run_checks("check_smooth_l1", fn, cases, with_beta, _compare_tensors, ("input", "target", "beta"))
+        cases.append(Case(args, f"random {tuple(shape)} tensors" + ("" if beta is None else f", beta = {beta:.3g}")))
+    return _run_checks("check_smooth_l1", fn, cases, smooth_l1, _compare_tensors, ("input", "target", "beta"))
 
 
-def _compare_mining(expected: Tensor, received: Any, conf_loss: Tensor, labels: Tensor) -> str | None:
-    """Exact mask, or any mask an equally valid tie-break gives: per image the same number of negatives,
-    only negatives, and none left behind with a higher loss than one picked."""
-    problem = _compare_tensors(expected, received)
-    if problem is None or "wrong values" not in problem:
-        return problem
-    received = received.detach().cpu()
-    if (received & (labels > 0)).any():
-        return "picked a positive: the mask must hold negatives (label 0) only"
-    if not torch.equal(received.sum(dim=1), expected.sum(dim=1)):
-        return (f"picked the wrong number of negatives per image ({received.sum(dim=1).tolist()} "
-                f"instead of {expected.sum(dim=1).tolist()})")
-    for b in range(len(labels)):
-        picked, left = conf_loss[b][received[b]], conf_loss[b][(labels[b] == 0) & ~received[b]]
-        if len(picked) and len(left) and picked.min() < left.max():
-            return f"did not pick the hardest negatives of image {b} (those with the highest loss)"
-    return None
-
-
-def check_hard_negative_mining(fn: Callable) -> bool:
+def check_hard_negative_mining(fn: Callable) -> CheckResult:
     """fn(conf_loss (B, P), labels (B, P), neg_pos_ratio=3) -> (B, P) bool mask of the mined negatives.
 
     Reference: loss.hard_negative_mining. Cases avoid ties in the loss, and any tie-break is accepted.
     """
-    from ssd_lite.loss import hard_negative_mining
-
-    def reference(conf_loss, labels, neg_pos_ratio=None):
-        if neg_pos_ratio is None:
-            return hard_negative_mining(conf_loss, labels)
-        return hard_negative_mining(conf_loss, labels, neg_pos_ratio)
-
     cases = [
         Case((torch.tensor([[0.9, 0.1, 0.5, 0.3, 0.7]]), torch.tensor([[1, 0, 0, 0, 0]]), 1),
              "one positive, ratio 1: the single hardest negative"),
@@ -539,30 +198,16 @@ def check_hard_negative_mining(fn: Callable) -> bool:
     ]
     generator = _generator(7)
     for batch_size, num_priors, ratio in [(1, 12, 3), (2, 10, 2), (3, 16, 3), (2, 30, 3), (4, 20, None)]:
-        num_boxes = batch_size * num_priors  # distinct losses, so there are no ties to break
-        conf_loss = torch.randperm(num_boxes, generator=generator).add(1).div(num_boxes).round(decimals=4)
-        conf_loss = conf_loss.reshape(batch_size, num_priors)
-        labels = torch.randint(1, 4, (batch_size, num_priors), generator=generator)
-        labels[torch.rand(batch_size, num_priors, generator=generator) < 0.8] = 0  # mostly background
+        conf_loss, labels = _mining_case(generator, batch_size, num_priors)
         args = (conf_loss, labels) if ratio is None else (conf_loss, labels, ratio)
         cases.append(Case(args, f"{batch_size} random images of {num_priors} priors"))
-
-    def mask_and_inputs(conf_loss, labels, *ratio):
-        # The comparison needs the inputs too, to accept any valid tie-break.
-        return reference(conf_loss, labels, *ratio), conf_loss, labels
-
-    def compare(expected, received):
-        mask, conf_loss, labels = expected
-        problem = _compare_mining(mask, received, conf_loss, labels)
-        return None if problem is None else (problem, mask, received)
-    return _run_checks("check_hard_negative_mining", fn, cases, mask_and_inputs, compare,
+    # The comparison needs the inputs too, to accept any valid tie-break.
+    return _run_checks("check_hard_negative_mining", fn, cases, _with_inputs(hard_negative_mining), _compare_mining,
                        ("conf_loss", "labels", "neg_pos_ratio"))
 
 
-def check_nms(fn: Callable) -> bool:
+def check_nms(fn: Callable) -> CheckResult:
     """fn(boxes (K, 4) xyxy, scores (K,), iou_threshold) -> kept indices, by decreasing score; reference: nms.nms."""
-    from ssd_lite.nms import nms
-
     cases = [
         Case((_boxes([[0.1, 0.1, 0.5, 0.5]]), torch.tensor([0.9]), 0.5), "one box: keep it"),
         Case((_boxes([[0.1, 0.1, 0.5, 0.5], [0.1, 0.1, 0.5, 0.5]]), torch.tensor([0.6, 0.9]), 0.5),
@@ -578,56 +223,24 @@ def check_nms(fn: Callable) -> bool:
     ]
     generator = _generator(8)
     for n, iou_threshold in [(4, 0.5), (6, 0.3), (8, 0.45), (12, 0.5), (20, 0.6)]:
-        while True:  # crowded boxes, so that many overlap; none with an IoU too close to the threshold to call
-            boxes = _random_boxes(n, generator, min_size=0.2) * 0.6 + 0.2 * torch.rand(1, generator=generator)
-            boxes = (boxes * 100).round() / 100
-            if ((box_iou(boxes, boxes) - iou_threshold).abs() > 1e-4).all():
-                break
-        scores = torch.randperm(n, generator=generator).float().add(1).div(n + 1).round(decimals=3)  # distinct
-        cases.append(Case((boxes, scores, iou_threshold), f"{n} random boxes, threshold {iou_threshold}"))
-
+        boxes = _crowded_boxes(n, iou_threshold, generator)
+        cases.append(Case((boxes, _distinct_scores(n, generator), iou_threshold),
+                          f"{n} random boxes, threshold {iou_threshold}"))
     return _run_checks("check_nms", fn, cases, nms, _compare_indices, ("boxes", "scores", "iou_threshold"))
 
 
-def _compare_indices(expected: Tensor, received: Any) -> str | None:
-    """Kept indices of NMS: the same boxes, in the same order (decreasing score)."""
-    problem = _compare_tensors(expected, received)
-    if problem is None or not isinstance(received, Tensor) or received.dim() != 1 or _kind(received) != "int":
-        return problem
-    if sorted(received.tolist()) == sorted(expected.tolist()):
-        return "kept the right boxes in a different order: return them by decreasing score"
-    return f"kept boxes {received.tolist()}, expected {expected.tolist()}"
+def _localization_loss(loc_pred: Tensor, loc_targets: Tensor, labels: Tensor) -> float:
+    """The loc_loss of loss.multibox_loss, given class scores that play no part in it."""
+    num_classes = max(int(labels.max()) + 1, 2) if labels.numel() else 2
+    return float(multibox_loss(loc_pred, torch.zeros(*labels.shape, num_classes), loc_targets, labels)[0])
 
 
-def _loss_case(generator: torch.Generator, batch_size: int, num_priors: int, num_classes: int = 4,
-               positive_fraction: float = 0.25) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Random (loc_pred, conf_pred, loc_targets, labels) of a batch, with about 1 positive in 4."""
-    loc_pred = torch.randn(batch_size, num_priors, 4, generator=generator).round(decimals=2)
-    conf_pred = torch.randn(batch_size, num_priors, num_classes, generator=generator).round(decimals=2)
-    loc_targets = torch.randn(batch_size, num_priors, 4, generator=generator).round(decimals=2)
-    labels = torch.randint(1, num_classes, (batch_size, num_priors), generator=generator)
-    labels[torch.rand(batch_size, num_priors, generator=generator) >= positive_fraction] = 0
-    loc_targets[labels == 0] = 0  # as `match` leaves them
-    return loc_pred, conf_pred, loc_targets, labels
-
-
-def _as_float(reference: Callable) -> Callable:
-    return lambda *args: float(reference(*args))
-
-
-def check_localization_loss(fn: Callable) -> bool:
+def check_localization_loss(fn: Callable) -> CheckResult:
     """fn(loc_pred (B, P, 4), loc_targets (B, P, 4), labels (B, P)) -> scalar L_loc / N.
 
     Smooth L1 summed over the positives' offsets, divided by N, the number of positives in the batch
     (by 1 when N = 0). Reference: the loc_loss of loss.multibox_loss.
     """
-    from ssd_lite.loss import multibox_loss
-
-    def reference(loc_pred, loc_targets, labels):
-        num_classes = max(int(labels.max()) + 1, 2) if labels.numel() else 2
-        conf_pred = torch.zeros(*labels.shape, num_classes)  # the confidence part is not checked here
-        return multibox_loss(loc_pred, conf_pred, loc_targets, labels)[0]
-
     cases = [
         Case((torch.tensor([[[0.5, 0.0, 0.0, 0.0], [3.0, 3.0, 3.0, 3.0]]]), torch.zeros(1, 2, 4),
               torch.tensor([[1, 0]])), "one positive, and a background box whose prediction is ignored"),
@@ -642,22 +255,22 @@ def check_localization_loss(fn: Callable) -> bool:
     for batch_size, num_priors in [(1, 6), (2, 8), (3, 10), (4, 16)]:
         loc_pred, _, loc_targets, labels = _loss_case(generator, batch_size, num_priors)
         cases.append(Case((loc_pred, loc_targets, labels), f"{batch_size} random images of {num_priors} priors"))
-    return _run_checks("check_localization_loss", fn, cases, _as_float(reference), _compare_float,
+    return _run_checks("check_localization_loss", fn, cases, _localization_loss, _compare_float,
                        ("loc_pred", "loc_targets", "labels"))
 
 
-def check_confidence_loss(fn: Callable) -> bool:
+def _confidence_loss(conf_pred: Tensor, labels: Tensor, *neg_pos_ratio: float) -> float:
+    """The conf_loss of loss.multibox_loss, given offsets that play no part in it."""
+    zeros = torch.zeros(*labels.shape, 4)
+    return float(multibox_loss(zeros, conf_pred, zeros, labels, *neg_pos_ratio)[1])
+
+
+def check_confidence_loss(fn: Callable) -> CheckResult:
     """fn(conf_pred (B, P, C), labels (B, P), neg_pos_ratio=3) -> scalar L_conf / N.
 
     Cross-entropy summed over the positives and the hard negatives mined per image, divided by N, the
     number of positives in the batch (by 1 when N = 0). Reference: the conf_loss of loss.multibox_loss.
     """
-    from ssd_lite.loss import multibox_loss
-
-    def reference(conf_pred, labels, *neg_pos_ratio):
-        zeros = torch.zeros(*labels.shape, 4)  # the localisation part is not checked here
-        return multibox_loss(zeros, conf_pred, zeros, labels, *neg_pos_ratio)[1]
-
     cases = [
         Case((torch.tensor([[[0.0, 2.0], [1.0, 0.0], [0.0, 1.0]]]), torch.tensor([[1, 0, 0]]), 1),
              "one positive, ratio 1: its loss plus the hardest negative's"),
@@ -673,17 +286,15 @@ def check_confidence_loss(fn: Callable) -> bool:
         _, conf_pred, _, labels = _loss_case(generator, batch_size, num_priors, num_classes, 0.2)
         args = (conf_pred, labels) if ratio is None else (conf_pred, labels, ratio)
         cases.append(Case(args, f"{batch_size} random images of {num_priors} priors, {num_classes} classes"))
-    return _run_checks("check_confidence_loss", fn, cases, _as_float(reference), _compare_float,
+    return _run_checks("check_confidence_loss", fn, cases, _confidence_loss, _compare_float,
                        ("conf_pred", "labels", "neg_pos_ratio"))
 
 
-def check_batched_nms(fn: Callable) -> bool:
+def check_batched_nms(fn: Callable) -> CheckResult:
     """fn(boxes (K, 4), scores (K,), labels (K,), iou_threshold) -> kept indices, by decreasing score.
 
     NMS within each label: boxes of different labels never suppress each other. Reference: nms.batched_nms.
     """
-    from ssd_lite.nms import batched_nms
-
     same = [[0.1, 0.1, 0.5, 0.5], [0.12, 0.1, 0.52, 0.5]]  # IoU about 0.9
     cases = [
         Case((_boxes(same), torch.tensor([0.9, 0.8]), torch.tensor([1, 2]), 0.5),
@@ -696,12 +307,8 @@ def check_batched_nms(fn: Callable) -> bool:
     ]
     generator = _generator(15)
     for n, iou_threshold in [(5, 0.5), (8, 0.45), (12, 0.3), (20, 0.5)]:
-        while True:  # crowded boxes, none with an IoU too close to the threshold to call
-            boxes = _random_boxes(n, generator, min_size=0.2) * 0.6 + 0.2 * torch.rand(1, generator=generator)
-            boxes = (boxes * 100).round() / 100
-            if ((box_iou(boxes, boxes) - iou_threshold).abs() > 1e-4).all():
-                break
-        scores = torch.randperm(n, generator=generator).float().add(1).div(n + 1).round(decimals=3)  # distinct
+        boxes = _crowded_boxes(n, iou_threshold, generator)
+        scores = _distinct_scores(n, generator)
         labels = torch.randint(1, 4, (n,), generator=generator)
         cases.append(Case((boxes, scores, labels, iou_threshold), f"{n} random boxes of 3 classes"))
     return _run_checks("check_batched_nms", fn, cases, batched_nms, _compare_indices,
@@ -718,7 +325,7 @@ def _hflip_boxes(boxes: Tensor) -> Tensor:
     return torch.stack([1 - x_max, y_min, 1 - x_min, y_max], dim=-1)
 
 
-def check_hflip_boxes(fn: Callable) -> bool:
+def check_hflip_boxes(fn: Callable) -> CheckResult:
     """fn(boxes (N, 4) normalised xyxy) -> (N, 4) the boxes in the left-right mirrored image."""
     cases = [
         Case((_boxes([[0.0, 0.0, 1.0, 1.0]]),), "the whole image: unchanged"),
@@ -727,8 +334,7 @@ def check_hflip_boxes(fn: Callable) -> bool:
         Case((_boxes([]),), "no boxes (N = 0)"),
     ]
     generator = _generator(9)
-    for n in [2, 3, 5, 8]:
-        cases.append(Case((_random_boxes(n, generator),), f"{n} random boxes"))
+    cases += [Case((_random_boxes(n, generator),), f"{n} random boxes") for n in [2, 3, 5, 8]]
     return _run_checks("check_hflip_boxes", fn, cases, _hflip_boxes, _compare_tensors, ("boxes",))
 
 
@@ -737,7 +343,7 @@ def _num_default_boxes(feature_map_sizes: Sequence[int], boxes_per_location: Seq
     return sum(f * f * b for f, b in zip(feature_map_sizes, boxes_per_location))
 
 
-def check_num_default_boxes(fn: Callable) -> bool:
+def check_num_default_boxes(fn: Callable) -> CheckResult:
     """fn(feature_map_sizes, boxes_per_location) -> int, the total number of default boxes."""
     cases = [
         Case(([1], [4]), "one 1 x 1 map"),
@@ -755,13 +361,11 @@ def check_num_default_boxes(fn: Callable) -> bool:
                        ("feature_map_sizes", "boxes_per_location"))
 
 
-def check_precision_recall(fn: Callable) -> bool:
+def check_precision_recall(fn: Callable) -> CheckResult:
     """fn(scores (K,), is_true_positive (K,) bool, num_ground_truth) -> (precision (K,), recall (K,)).
 
     Both in order of decreasing score; reference: evaluate.precision_recall.
     """
-    from ssd_lite.evaluate import precision_recall
-
     cases = [
         Case((torch.tensor([0.9]), torch.tensor([True]), 1), "one right detection of one object"),
         Case((torch.tensor([0.9]), torch.tensor([False]), 2), "one wrong detection"),
@@ -773,43 +377,35 @@ def check_precision_recall(fn: Callable) -> bool:
     ]
     generator = _generator(11)
     for k in [3, 6, 10, 20]:
-        scores = torch.randperm(k, generator=generator).float().add(1).div(k + 1).round(decimals=3)  # distinct
+        scores = _distinct_scores(k, generator)
         is_true_positive = torch.rand(k, generator=generator) < 0.6
-        num_ground_truth = int(is_true_positive.sum()) + _randint(0, 3, generator)
-        cases.append(Case((scores, is_true_positive, max(num_ground_truth, 1)), f"{k} random detections"))
+        num_ground_truth = max(int(is_true_positive.sum()) + _randint(0, 3, generator), 1)
+        cases.append(Case((scores, is_true_positive, num_ground_truth), f"{k} random detections"))
     return _run_checks("check_precision_recall", fn, cases, precision_recall,
                        _compare_pair(("precision", "recall")), ("scores", "is_true_positive", "num_ground_truth"))
 
 
-def _curve(is_true_positive: list[bool], num_ground_truth: int, note: str) -> tuple[Tensor, Tensor, str]:
-    """(precision, recall, note) of detections already in order of decreasing score."""
-    true_positives = torch.tensor(is_true_positive, dtype=torch.float64).cumsum(0)
-    precision = true_positives / torch.arange(1, len(is_true_positive) + 1, dtype=torch.float64)
-    return precision, true_positives / num_ground_truth, note
-
-
-def check_average_precision(fn: Callable, interpolations: Sequence[str] = ("all", "11point", "101point")) -> bool:
+def check_average_precision(fn: Callable,
+                            interpolations: Sequence[str] = ("all", "11point", "101point")) -> CheckResult:
     """fn(precision (K,), recall (K,), interpolation) -> float AP; reference: evaluate.average_precision.
 
     `interpolations` limits the check to the rules an exercise asks for, e.g. ("11point",).
     """
-    from ssd_lite.evaluate import average_precision
-
     # Object counts are 1 or primes other than 2 and 5, so no recall k / n lands on a sample point
     # k / 10 or k / 100 (other than 0 and 1), where float rounding (0.3 is 0.30000000000000004 in
     # np.linspace) would make a correct answer depend on how the reader builds the points.
     curves = [
-        _curve([True], 1, "one right detection: AP 1"),
-        _curve([False], 3, "one wrong detection: AP 0"),
-        _curve([True, False], 3, "a right then a wrong detection, 3 objects"),
-        _curve([False, True, True], 3, "precision rises after a miss: take the best precision to the right"),
-        _curve([True, True, False, True, False], 7, "five detections, seven objects: recall stops below 1"),
+        (*_curve([True], 1), "one right detection: AP 1"),
+        (*_curve([False], 3), "one wrong detection: AP 0"),
+        (*_curve([True, False], 3), "a right then a wrong detection, 3 objects"),
+        (*_curve([False, True, True], 3), "precision rises after a miss: take the best precision to the right"),
+        (*_curve([True, True, False, True, False], 7), "five detections, seven objects: recall stops below 1"),
     ]
     generator = _generator(12)
     for k in [6, 10, 25]:
         is_true_positive = (torch.rand(k, generator=generator) < 0.6).tolist()
         num_ground_truth = next(n for n in (3, 7, 11, 13, 17, 19, 23, 29, 31) if n >= sum(is_true_positive) + 1)
-        curves.append(_curve(is_true_positive, num_ground_truth, f"a random curve of {k} detections"))
+        curves.append((*_curve(is_true_positive, num_ground_truth), f"a random curve of {k} detections"))
     cases = [Case((precision, recall, interpolation), f"{note}, {interpolation}")
              for interpolation in interpolations for precision, recall, note in curves]
     return _run_checks("check_average_precision", fn, cases, average_precision, _compare_float,
@@ -817,189 +413,583 @@ def check_average_precision(fn: Callable, interpolations: Sequence[str] = ("all"
 
 
 # ---------------------------------------------------------------------------------------------------
-# Student copies
+# Lessons 00 and 02: transfer tasks, and "predict, then run" questions
 # ---------------------------------------------------------------------------------------------------
 
-BEGIN_SOLUTION = "### BEGIN SOLUTION"
-END_SOLUTION = "### END SOLUTION"
-PLACEHOLDER = ['# YOUR CODE HERE', 'raise NotImplementedError("Exercise: write your code here")']
-# Cell metadata that only records one run (timings), not the lesson.
-_TRANSIENT_CELL_METADATA = ("execution", "ExecuteTime")
+# (Imports for this section, kept here so that each lesson's checkers stay one block.)
+import copy
+import math
+from typing import Any
+
+from ssd_lite import _checking
+from ssd_lite._checking import _as_number, _call, _describe_error, _TookTooLong, _wrong_number_type
+from ssd_lite.boxes import cxcywh_to_xyxy
+from ssd_lite.priors import ssd300_default_boxes
+from ssd_lite.voc import load_photos
 
 
-class SolutionFormatError(ValueError):
-    """A lesson's solution region or its nbgrader metadata is malformed."""
+def _xywh_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """IoU of boxes written as COCO does, (x_min, y_min, width, height), in any unit (pixels here).
+
+    IoU is a ratio of areas, so the unit cancels: only the format needs converting, to corners.
+    """
+    def corners(boxes: Tensor) -> Tensor:
+        return torch.cat([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], dim=1)
+
+    return box_iou(corners(boxes1), corners(boxes2))
 
 
-def _source(cell: dict) -> str:
-    source = cell.get("source", "")
-    return "".join(source) if isinstance(source, list) else source
+def _random_xywh_pixel_boxes(n: int, generator: torch.Generator, width: int = 640, height: int = 480) -> Tensor:
+    """(n, 4) boxes (x_min, y_min, box width, box height) in whole pixels, inside a width x height image."""
+    image_size = torch.tensor([width, height], dtype=torch.float32)
+    corner = (torch.rand(n, 2, generator=generator) * (image_size - 8)).floor()
+    size = 4 + (torch.rand(n, 2, generator=generator) * (image_size - 4 - corner)).floor()
+    return torch.cat([corner, size], dim=1)
 
 
-def _check_marker_mentions(source: str, where: str) -> None:
-    """Refuse a line that mentions a marker without being one: nbgrader (0.9) takes every line containing
-    "BEGIN SOLUTION" or "END SOLUTION", in any cell, even quoted in a sentence, for a marker."""
-    for number, line in enumerate(source.split("\n"), start=1):
-        mentions = "BEGIN SOLUTION" in line or "END SOLUTION" in line
-        if mentions and line.strip() not in (BEGIN_SOLUTION, END_SOLUTION):
-            raise SolutionFormatError(
-                f"{where}: line {number} mentions a solution marker without being one ({line.strip()[:60]!r}); "
-                f"nbgrader reads every line containing 'BEGIN SOLUTION' or 'END SOLUTION' as a marker: reword it, "
-                f"or write the marker alone on its line")
+def check_iou_xywh(fn: Callable) -> CheckResult:
+    """fn(boxes1 (N, 4), boxes2 (M, 4)), both (x_min, y_min, width, height) in pixels -> (N, M) IoU."""
+    cases = [
+        Case((_boxes([[10, 20, 100, 50]]), _boxes([[10, 20, 100, 50]])), "identical boxes"),
+        Case((_boxes([[0, 0, 200, 100]]), _boxes([[100, 0, 200, 100]])), "shifted right by half the width"),
+        Case((_boxes([[0, 0, 300, 300]]), _boxes([[100, 100, 100, 100]])), "a small box inside a large one"),
+        Case((_boxes([[0, 0, 50, 50]]), _boxes([[60, 70, 50, 50]])), "disjoint boxes"),
+        Case((_boxes([[0, 0, 50, 50]]), _boxes([[50, 0, 50, 50]])), "boxes touching along an edge"),
+        Case((_boxes([]), _boxes([[5, 5, 10, 10]])), "no boxes in boxes1 (N = 0)"),
+    ]
+    generator = _generator(13)
+    cases += [Case((_random_xywh_pixel_boxes(n, generator), _random_xywh_pixel_boxes(m, generator)),
+                   f"{n} by {m} random boxes in a 640 x 480 image") for n, m in [(2, 3), (3, 1), (4, 4), (5, 2)]]
+    return _run_checks("check_iou_xywh", fn, cases, _xywh_iou, _compare_tensors, ("boxes1", "boxes2"))
 
 
-def _has_markers(source: str) -> bool:
-    """Whether a line holds a solution marker alone (a marker quoted in a sentence does not count)."""
-    return any(line.strip() in (BEGIN_SOLUTION, END_SOLUTION) for line in source.split("\n"))
+def _diagonal_shift(iou_threshold: float) -> float:
+    """The shift s, a fraction of the side, in x and in y at once, at which a square's IoU with its shifted
+    copy falls to iou_threshold. The overlap is a square of side 1 - s, so with o = (1 - s)^2,
+    IoU = o / (2 - o); solving for s gives s = 1 - sqrt(2 IoU / (1 + IoU))."""
+    return 1 - math.sqrt(2 * iou_threshold / (1 + iou_threshold))
 
 
-def strip_solutions(source: str, where: str) -> str:
-    """Replace every `### BEGIN SOLUTION` ... `### END SOLUTION` region (markers included) by the
-    placeholder, at the BEGIN marker's indentation. `where` names the cell in error messages."""
-    lines = source.split("\n")
-    result, begin = [], None
-    for number, line in enumerate(lines, start=1):
-        stripped = line.strip()
-        if stripped == BEGIN_SOLUTION:
-            if begin is not None:
-                raise SolutionFormatError(f"{where}: line {number} opens a second {BEGIN_SOLUTION} before "
-                                          f"{END_SOLUTION} closes the one on line {begin}")
-            indent = line[:len(line) - len(line.lstrip())]
-            if not indent:
-                raise SolutionFormatError(f"{where}: the solution region on line {number} is not indented; it "
-                                          f"must sit inside a function body, or the student copy's placeholder "
-                                          f"would raise when the cell runs")
-            begin = number
-            result += [indent + placeholder for placeholder in PLACEHOLDER]
-        elif stripped == END_SOLUTION:
-            if begin is None:
-                raise SolutionFormatError(f"{where}: line {number} has {END_SOLUTION} without {BEGIN_SOLUTION}")
-            begin = None
-        elif begin is None:
-            result.append(line)
-    if begin is not None:
-        raise SolutionFormatError(f"{where}: {BEGIN_SOLUTION} on line {begin} has no {END_SOLUTION}")
-    return "\n".join(result)
+def _compare_to_3_decimals(expected: float, received: Any) -> str | None:
+    """A number right to 3 decimals: a fine sweep or a bisection is as good as the formula."""
+    value = _as_number(received)
+    if value is not None and abs(value - expected) <= 1e-3:
+        return None
+    return _compare_float(expected, received)
 
 
-def _split_lines(text: str) -> list[str]:
-    """How nbformat stores a multi-line string: a list of lines, each with its newline but the last."""
-    return text.splitlines(keepends=True)
+def check_diagonal_shift(fn: Callable) -> CheckResult:
+    """fn(iou_threshold) -> the shift (fraction of the side, in x and y at once) where a square's IoU with
+    its shifted copy falls to iou_threshold; right to 3 decimals."""
+    cases = [
+        Case((1.0,), "IoU 1: no shift at all"),
+        Case((0.5,), "SSD's threshold, 0.5"),
+        Case((0.7,), "0.7"),
+        Case((0.3,), "0.3"),
+        Case((0.1,), "0.1: nearly apart"),
+    ]
+    generator = _generator(14)
+    cases += [Case((round(0.05 + 0.9 * float(torch.rand(1, generator=generator)), 2),), "a random threshold")
+              for _ in range(4)]
+    return _run_checks("check_diagonal_shift", fn, cases, _diagonal_shift, _compare_to_3_decimals,
+                       ("iou_threshold",))
 
 
-def student_notebook(notebook: dict, name: str) -> dict:
-    """The student copy of one lesson (a notebook as parsed JSON): solutions out, outputs cleared."""
-    student = copy.deepcopy(notebook)
-    student.get("metadata", {}).pop("widgets", None)
-    for index, cell in enumerate(student["cells"]):
-        nbgrader = cell.get("metadata", {}).get("nbgrader", {})
-        where = f"{name}, cell {index}" + (f" ({nbgrader['grade_id']})" if "grade_id" in nbgrader else "")
-        source = _source(cell)
-        _check_marker_mentions(source, where)
-        has_markers = _has_markers(source)
-        if has_markers and cell["cell_type"] != "code":
-            raise SolutionFormatError(f"{where}: solution markers are only supported in code cells")
-        if has_markers and not nbgrader.get("solution"):
-            raise SolutionFormatError(f'{where}: has a solution region but no nbgrader metadata with '
-                                      f'"solution": true (see the exercise cell format in the contract)')
-        if nbgrader.get("solution") and cell["cell_type"] == "code" and not has_markers:
-            raise SolutionFormatError(f"{where}: is marked as an nbgrader solution cell but has no "
-                                      f"{BEGIN_SOLUTION} ... {END_SOLUTION} region")
-        for key in _TRANSIENT_CELL_METADATA:
-            cell.get("metadata", {}).pop(key, None)
-        if has_markers:
-            cell["source"] = _split_lines(strip_solutions(source, where))
-        if cell["cell_type"] == "code":
-            cell["outputs"] = []
-            cell["execution_count"] = None
-    return student
+def _variance_per_column(variances: tuple[float, float]) -> Tensor:
+    """(4,): the centre variance for cx and cy, the size variance for w and h."""
+    return torch.tensor([variances[0], variances[0], variances[1], variances[1]])
 
 
-def _notebook_text(notebook: dict) -> str:
-    """Serialise like nbformat (sorted keys, one-space indent, sources as lists of lines), so a copy
-    reads the same in git diffs as a notebook saved by Jupyter, and the same input gives the same bytes."""
-    notebook = copy.deepcopy(notebook)
-    for cell in notebook["cells"]:
-        if isinstance(cell.get("source"), str):
-            cell["source"] = _split_lines(cell["source"])
-    return json.dumps(notebook, sort_keys=True, indent=1, ensure_ascii=False) + "\n"
+def _reencode(offsets: Tensor, priors_cxcywh: Tensor, old_variances: tuple[float, float],
+              new_variances: tuple[float, float]) -> Tensor:
+    """(P, 4) offsets encoded with old_variances -> the same boxes' offsets under new_variances.
+
+    An offset is a raw offset divided by its variance, so this is offsets * old / new, column by column:
+    the same as encode(decode(offsets, priors, old), priors, new), without the round trip.
+    """
+    return offsets * _variance_per_column(old_variances) / _variance_per_column(new_variances)
 
 
-def lesson_paths(notebooks_dir: Path) -> list[Path]:
-    """The lessons: notebooks/NN_name.ipynb, in course order."""
-    return sorted(path for path in Path(notebooks_dir).glob("*.ipynb") if re.match(r"\d\d_", path.name))
+def check_reencode(fn: Callable) -> CheckResult:
+    """fn(offsets (P, 4), priors_cxcywh (P, 4), old_variances, new_variances) -> (P, 4) offsets of the same
+    boxes under new_variances."""
+    one_prior = _boxes([[0.5, 0.5, 0.4, 0.4]])
+    cases = [
+        Case((_boxes([[1.0, -2.0, 0.5, 1.5]]), one_prior, (0.1, 0.2), (0.1, 0.2)),
+             "the same variances: nothing changes"),
+        Case((_boxes([[1.0, -2.0, 0.5, 1.5]]), one_prior, (0.1, 0.2), (1.0, 1.0)),
+             "variances (1, 1): the raw offsets"),
+        Case((_boxes([[0.1, -0.2, 0.1, 0.3]]), one_prior, (1.0, 1.0), (0.1, 0.2)),
+             "from raw offsets to SSD's variances"),
+        Case((_boxes([[1.0, -2.0, 0.5, 1.5]]), one_prior, (0.1, 0.2), (0.2, 0.1)),
+             "the two variances swapped"),
+        Case((_boxes([]), _boxes([]), (0.1, 0.2), (1.0, 1.0)), "no priors (P = 0)"),
+    ]
+    generator = _generator(15)
+    choices = [(0.1, 0.2), (0.1, 0.1), (0.2, 0.2), (1.0, 1.0), (0.05, 0.1)]
+    for n in [2, 3, 5, 8]:
+        priors = xyxy_to_cxcywh(_random_boxes(n, generator, min_size=0.1))
+        offsets = torch.randn(n, 4, generator=generator).mul(1.5).round(decimals=2)
+        old, new = (choices[i] for i in torch.randperm(len(choices), generator=generator)[:2].tolist())
+        cases.append(Case((offsets, priors, old, new), f"{n} random offsets, variances {old} -> {new}"))
+    return _run_checks("check_reencode", fn, cases, _reencode, _compare_tensors,
+                       ("offsets", "priors_cxcywh", "old_variances", "new_variances"))
 
 
-def student_copies(notebooks_dir: Path) -> dict[str, str]:
-    """{file name: text of its student copy} for every lesson in `notebooks_dir`."""
-    copies = {}
-    for path in lesson_paths(notebooks_dir):
-        notebook = json.loads(path.read_text(encoding="utf-8"))
-        copies[path.name] = _notebook_text(student_notebook(notebook, str(path)))
-    return copies
+# "Predict, then run": the reader writes `answer = ...` in a small function, which the checker calls once
+# with the question's inputs. A wrong number is answered with the right one and why; a wrong type
+# (None, a tensor of many numbers) is only described, so a slip does not give the answer away.
+
+def _check_prediction(name: str, fn: Callable, args: tuple, expected: float, tolerance: float,
+                      why: str) -> CheckResult:
+    """Call fn(*args) once; right if its number is within `tolerance` of `expected`. Prints why either way."""
+    if not callable(fn):
+        print(f"✗ {name} needs your function itself, e.g. {name}(my_function), not its result "
+              f"(got a {type(fn).__name__}).")
+        return CheckResult(False)
+    fn_name = getattr(fn, "__name__", "your function")
+    answer, error, _ = _call(fn, copy.deepcopy(args), _checking.TIME_LIMIT_S)
+    if isinstance(error, NotImplementedError):
+        print(f"Not attempted yet: replace `raise NotImplementedError` in {fn_name} with your code.")
+        return CheckResult(False)
+    if isinstance(error, _TookTooLong):
+        print(f"✗ Not yet: {fn_name} took longer than {_checking.TIME_LIMIT_S:g} s and was stopped: "
+              "is there a loop that never ends?")
+        return CheckResult(False)
+    if error is not None:
+        print(f"✗ Not yet: {fn_name} {_describe_error(error, fn)}")
+        return CheckResult(False)
+    value = _as_number(answer)
+    if value is None or math.isnan(value):
+        message = _wrong_number_type(answer, "one number") if value is None else "returned NaN"
+        print(f"✗ Not yet: {fn_name} {message}")
+        return CheckResult(False)
+    if abs(value - expected) <= tolerance:
+        print(f"✓ Correct: passed all checks, {value:g} is right.\n  Why: {why}")
+        return CheckResult(True)
+    print(f"✗ Not yet: {fn_name} returned {value:g}, expected {expected:g}.\n  Why: {why}")
+    return CheckResult(False)
 
 
-def write_student_copies(notebooks_dir: Path, out_dir: Path) -> list[Path]:
-    """Write every lesson's student copy into `out_dir`; returns the paths written."""
-    copies = student_copies(notebooks_dir)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, text in copies.items():
-        path = out_dir / name
-        path.write_bytes(text.encode("utf-8"))
-        written.append(path)
-    return written
+_CONTAINED_BOX_QUESTION = (_boxes([[0.4, 0.4, 0.6, 0.6]]), _boxes([[0.3, 0.3, 0.7, 0.7]]))
 
 
-def stale_student_copies(notebooks_dir: Path, out_dir: Path) -> list[str]:
-    """What differs between `out_dir` and fresh student copies: missing, outdated or orphaned files."""
-    copies = student_copies(notebooks_dir)
-    problems = []
-    for name, text in copies.items():
-        path = Path(out_dir) / name
-        if not path.exists():
-            problems.append(f"{path} is missing")
-        elif path.read_bytes() != text.encode("utf-8"):
-            problems.append(f"{path} is out of date")
-    for path in sorted(Path(out_dir).glob("*.ipynb")):
-        if path.name not in copies:
-            problems.append(f"{path} has no lesson in {notebooks_dir} (delete it)")
-    return problems
+def check_prediction_contained_box(fn: Callable) -> CheckResult:
+    """fn(object_box (1, 4), default_box (1, 4)) -> the reader's prediction of their IoU, a number."""
+    object_box, default_box = _CONTAINED_BOX_QUESTION
+    iou = float(box_iou(object_box, default_box)[0, 0])
+    why = (f"the overlap is the whole object (0.2 x 0.2 = 0.04) but the union is the whole default box "
+           f"(0.4 x 0.4 = 0.16): IoU = {iou:.2f}, far below 0.5. Containing the object is not enough: "
+           f"IoU also counts all the background the larger box covers.")
+    return _check_prediction("check_prediction_contained_box", fn, _CONTAINED_BOX_QUESTION, iou, 0.01, why)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ssd_lite.exercises",
-                                     description="Tools for the lessons' exercises.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    student = commands.add_parser("student", help="write the student copies of the lessons (solutions removed)")
-    student.add_argument("--notebooks", type=Path, default=Path("notebooks"), help="folder of the lessons")
-    student.add_argument("--out", type=Path, default=None, help="where to write (default: NOTEBOOKS/student)")
-    student.add_argument("--check", action="store_true",
-                         help="write nothing; exit with status 1 if the copies in --out are out of date")
-    args = parser.parse_args(argv)
-    out_dir = args.out if args.out is not None else args.notebooks / "student"
-    if not lesson_paths(args.notebooks):
-        print(f"error: no lessons (NN_name.ipynb) in {args.notebooks}", file=sys.stderr)
-        return 1
-    try:
-        if args.check:
-            problems = stale_student_copies(args.notebooks, out_dir)
-            for problem in problems:
-                print(problem, file=sys.stderr)
-            if problems:
-                print(f"Regenerate them: python -m ssd_lite.exercises student --notebooks {args.notebooks} "
-                      f"--out {out_dir}", file=sys.stderr)
-                return 1
-            print(f"Student copies in {out_dir} are up to date.")
-            return 0
-        written = write_student_copies(args.notebooks, out_dir)
-    except SolutionFormatError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(f"Wrote {len(written)} student copies to {out_dir}.")
-    return 0
+# Object A (label 1) overlaps prior 1 well; object B (label 2), small, overlaps prior 1 a little, and no
+# prior better. Prior 0 is A itself, prior 2 is far from both.
+_COMPETING_OBJECTS_QUESTION = (_boxes([[0.1, 0.1, 0.5, 0.5], [0.45, 0.45, 0.6, 0.6]]), torch.tensor([1, 2]),
+                               _boxes([[0.3, 0.3, 0.4, 0.4], [0.35, 0.35, 0.4, 0.4], [0.8, 0.8, 0.2, 0.2]]))
+
+
+def check_prediction_competing_objects(fn: Callable) -> CheckResult:
+    """fn(gt_boxes (2, 4), gt_labels (2,), priors (3, 4)) -> the reader's prediction of the label that
+    match gives prior 1 (0 for background)."""
+    gt_boxes, gt_labels, priors = _COMPETING_OBJECTS_QUESTION
+    _, labels = match(gt_boxes, gt_labels, priors)
+    ious = box_iou(gt_boxes, cxcywh_to_xyxy(priors))
+    why = (f"prior 1 overlaps A by {ious[0, 1]:.2f} (>= 0.5) and B by only {ious[1, 1]:.2f}, but it is B's best "
+           f"prior: no prior overlaps B more. Step 1, every object keeps its best prior, comes first and "
+           f"the threshold never takes that prior away, so prior 1 learns B (label {int(labels[1])}); A "
+           f"still has prior 0 (IoU {ious[0, 0]:.2f}).")
+    return _check_prediction("check_prediction_competing_objects", fn, _COMPETING_OBJECTS_QUESTION,
+                             int(labels[1]), 0, why)
+
+
+def _objects_left_without_positive(iou_threshold: float) -> tuple[int, str]:
+    """How many objects of the first course photo the threshold alone (match without its step 1) would
+    leave with no positive at iou_threshold, and why."""
+    photos = load_photos()
+    target = photos[0][1]
+    best_ious = box_iou(target["boxes"], cxcywh_to_xyxy(ssd300_default_boxes())).max(dim=1).values
+    names = [photos.class_names[label] for label in target["labels"].tolist()]
+    details = ", ".join(f"{name} {best:.3f}" for name, best in zip(names, best_ious.tolist()))
+    why = (f"without step 1 an object gets a positive only if some default box reaches IoU {iou_threshold} "
+           f"with it, that is, if its best IoU does. The best IoUs are: {details}.")
+    return int((best_ious < iou_threshold).sum()), why
+
+
+def check_prediction_objects_left_without_positive(fn: Callable) -> CheckResult:
+    """fn(iou_threshold) -> the reader's prediction of how many of the first photo's objects would get no
+    positive at iou_threshold = 0.7 if match had only its threshold step."""
+    expected, why = _objects_left_without_positive(0.7)
+    return _check_prediction("check_prediction_objects_left_without_positive", fn, (0.7,), expected, 0, why)
+
+
+__all__ += ["check_iou_xywh", "check_diagonal_shift", "check_reencode", "check_prediction_contained_box",
+            "check_prediction_competing_objects", "check_prediction_objects_left_without_positive"]
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m ssd_lite.exercises student [...]`: the older spelling of `python -m ssd_lite.student_copies [...]`,
+    # kept so that existing instructions keep working.
+    import sys
+
+    from ssd_lite.student_copies import main
+
+    if sys.argv[1:2] != ["student"]:
+        sys.exit("usage: python -m ssd_lite.exercises student [--notebooks DIR] [--out DIR] [--check]\n"
+                 "(now spelled: python -m ssd_lite.student_copies [--notebooks DIR] [--out DIR] [--check])")
+    sys.exit(main(sys.argv[2:]))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Lesson 01: the Caffe recipe for scales, where a default box sits in the list, SSD512's two grids
+# ---------------------------------------------------------------------------------------------------
+
+import math  # noqa: E402  (this section's imports sit with it, at the end of the module)
+from typing import Any  # noqa: E402
+
+from ssd_lite._checking import _as_number  # noqa: E402
+from ssd_lite.priors import boxes_per_location  # noqa: E402
+
+__all__ += ["check_caffe_scales", "check_prior_index", "check_prediction_ssd512_grid_shift"]
+
+
+def _caffe_scales(num_feature_maps: int, first_scale: float, s_min: float, s_max: float) -> list[float]:
+    """The Caffe release's m + 1 scales: the first map's by hand, then s_min, s_min + step, ... for the
+    other m - 1 maps and the last map's extra box, the step (s_max - s_min) / (m - 2) rounded down to
+    whole percent. Counted in whole percent, as the Caffe scripts do: in floats 0.57 - 0.05 is 0.5199999."""
+    step_percent = (round(100 * s_max) - round(100 * s_min)) // (num_feature_maps - 2)
+    return [first_scale] + [(round(100 * s_min) + step_percent * k) / 100 for k in range(num_feature_maps)]
+
+
+def _compare_caffe_scales(expected: tuple[list[float], tuple], received: Any):
+    """The scales, with a hint for the two usual slips: a step not rounded down, or rounded by floats."""
+    scales, (num_feature_maps, first_scale, s_min, s_max) = expected
+    problem = _compare_floats(scales, received)
+    if problem is None or "wrong values" not in problem:
+        return None if problem is None else (problem, scales, received)
+    values = [float(v) for v in received]
+    exact_step = (s_max - s_min) / (num_feature_maps - 2)
+    if _compare_floats([first_scale] + [s_min + exact_step * k for k in range(num_feature_maps)], values) is None:
+        problem += (": the step must be rounded down to whole percent (SSD300's (0.9 - 0.2) / 4 = 0.175 "
+                    "becomes 0.17)")
+    elif _compare_floats(scales[:1] + [s - (k / 100) for k, s in enumerate(scales[1:])], values) is None:
+        problem += (": your step is one percent too small, as floats make it (0.57 - 0.05 is 0.5199999...): "
+                    "count in whole percent, e.g. round(100 * s_min)")
+    return problem, scales, received
+
+
+def check_caffe_scales(fn: Callable) -> CheckResult:
+    """fn(num_feature_maps, first_scale, s_min, s_max) -> list of m + 1 scales by the Caffe release's recipe."""
+    cases = [
+        Case((6, 0.1, 0.2, 0.9), "SSD300: 0.1 by hand, then 0.2 to 0.9, the step 0.175 rounded down to 0.17"),
+        Case((7, 0.07, 0.15, 0.9), "SSD512: 0.07 by hand, then 0.15 to 0.9 over six maps"),
+        Case((3, 0.1, 0.2, 0.9), "three maps: one step, the whole range"),
+        Case((4, 0.05, 0.3, 0.3), "s_min = s_max: a step of 0"),
+        Case((5, 0.1, 0.2, 0.95), "five maps, a step of exactly 0.25"),
+    ]
+    generator = _generator(101)
+    while len(cases) < 9:
+        m, first, low, high = (_randint(3, 8, generator), _randint(3, 12, generator), _randint(13, 30, generator),
+                               _randint(60, 95, generator))
+        # Only settings where a float computation rounds down like the whole-percent one (see _caffe_scales):
+        # the hint covers the others, but a case should not hinge on float noise.
+        float_steps = {math.floor((high / 100 - low / 100) * 100 / (m - 2)),
+                       math.floor((high / 100 - low / 100) / (m - 2) * 100)}
+        if float_steps == {(high - low) // (m - 2)}:
+            cases.append(Case((m, first / 100, low / 100, high / 100), f"{m} random maps"))
+    return _run_checks("check_caffe_scales", fn, cases, _with_inputs(_caffe_scales), _compare_caffe_scales,
+                       ("num_feature_maps", "first_scale", "s_min", "s_max"))
+
+
+def _prior_index(feature_map_sizes: Sequence[int], aspect_ratios: Sequence[Sequence[float]], k: int, row: int,
+                 col: int, box: int) -> int:
+    """Where box `box` of cell (row, col) of map k sits in default_boxes' order: after every box of the
+    earlier maps, then after the row * f + col cells before it in its map, A boxes each."""
+    per_cell = [boxes_per_location(ratios) for ratios in aspect_ratios]
+    earlier_maps = sum(f * f * a for f, a in zip(feature_map_sizes[:k], per_cell[:k]))
+    f = feature_map_sizes[k]
+    return earlier_maps + (row * f + col) * per_cell[k] + box
+
+
+def _locate_prior(feature_map_sizes: Sequence[int], aspect_ratios: Sequence[Sequence[float]], index: int):
+    """The inverse of _prior_index: (k, row, col, box) of default box number `index`, or None if there is none."""
+    for k, (f, ratios) in enumerate(zip(feature_map_sizes, aspect_ratios)):
+        a = boxes_per_location(ratios)
+        if 0 <= index < f * f * a:
+            cell, box = divmod(index, a)
+            return k, cell // f, cell % f, box
+        index -= f * f * a
+    return None
+
+
+def _compare_prior_index(expected: tuple[int, tuple], received: Any):
+    """The index, and on a wrong one, which default box it points at instead."""
+    index, (feature_map_sizes, aspect_ratios, *wanted) = expected
+    problem = _compare_int(index, received)
+    if problem is None or "wrong number" not in problem:
+        return None if problem is None else (problem, index, received)
+    value = _as_number(received)
+    where = _locate_prior(feature_map_sizes, aspect_ratios, int(value)) if float(value).is_integer() else None
+    if where is None:
+        total = sum(f * f * boxes_per_location(ratios) for f, ratios in zip(feature_map_sizes, aspect_ratios))
+        problem += f": there are {total} default boxes, numbered 0 to {total - 1}"
+    else:
+        problem += (f": that index is box {where[3]} of cell (row {where[1]}, col {where[2]}) of map {where[0]}; "
+                    f"you were asked for box {wanted[3]} of cell (row {wanted[1]}, col {wanted[2]}) of map {wanted[0]}")
+    return problem, index, received
+
+
+def check_prior_index(fn: Callable) -> CheckResult:
+    """fn(feature_map_sizes, aspect_ratios, k, row, col, box) -> int, the position of that default box in
+    the (P, 4) tensor of priors.default_boxes (map by map, cells row by row, the cell's boxes in order)."""
+    ssd300 = ((38, 19, 10, 5, 3, 1), ((2,), (2, 3), (2, 3), (2, 3), (2,), (2,)))
+    ssd512 = ((64, 32, 16, 8, 4, 2, 1), ((2,), (2, 3), (2, 3), (2, 3), (2, 3), (2,), (2,)))
+    cases = [
+        Case((*ssd300, 0, 0, 0, 0), "SSD300's very first default box"),
+        Case((*ssd300, 0, 0, 1, 0), "the next cell along the row: after the 4 boxes of cell (0, 0)"),
+        Case((*ssd300, 0, 1, 0, 0), "the first cell of the second row: after a whole row of 38 cells"),
+        Case((*ssd300, 1, 0, 0, 0), "the first box of conv7: after all 5776 boxes of conv4_3"),
+        Case((*ssd300, 5, 0, 0, 3), "SSD300's very last default box"),
+        Case((*ssd300, 2, 3, 7, 5), "conv8_2, 6 boxes per cell"),
+        Case(((3, 1), ((), (2,)), 0, 2, 1, 1), "a map with ratio 1 only: 2 boxes per cell"),
+        Case((*ssd512, 4, 1, 2, 4), "SSD512's conv10_2 (4 x 4)"),
+    ]
+    generator = _generator(102)
+    for _ in range(4):
+        m = _randint(1, 5, generator)
+        sizes = tuple(sorted((_randint(1, 20, generator) for _ in range(m)), reverse=True))
+        ratios = tuple(((), (2,), (2, 3), (2, 3, 4))[_randint(0, 3, generator)] for _ in range(m))
+        k = _randint(0, m - 1, generator)
+        row, col = _randint(0, sizes[k] - 1, generator), _randint(0, sizes[k] - 1, generator)
+        box = _randint(0, boxes_per_location(ratios[k]) - 1, generator)
+        cases.append(Case((sizes, ratios, k, row, col, box), f"{m} random maps"))
+    return _run_checks("check_prior_index", fn, cases, _with_inputs(_prior_index), _compare_prior_index,
+                       ("feature_map_sizes", "aspect_ratios", "k", "row", "col", "box"))
+
+
+_SSD512_FEATURE_MAP_SIZES = (64, 32, 16, 8, 4, 2, 1)
+_SSD512_STEPS = (8, 16, 32, 64, 128, 256, 512)
+
+
+def _grid_shift(feature_map_sizes: Sequence[int], steps: Sequence[float], image_size: int) -> float:
+    """The largest distance in pixels between a cell centre on the paper's grid and on the step grid."""
+    m = len(feature_map_sizes)
+    scales, ratios = [0.1] * (m + 1), [()] * m  # only the centres matter here
+    paper = default_boxes(feature_map_sizes, scales, ratios)
+    step_grid = default_boxes(feature_map_sizes, scales, ratios, steps=steps, image_size=image_size)
+    return float((step_grid[:, :2] - paper[:, :2]).abs().max()) * image_size
+
+
+def check_prediction_ssd512_grid_shift(fn: Callable) -> CheckResult:
+    """fn(feature_map_sizes, steps, image_size) -> the reader's prediction for SSD512's settings: the largest
+    distance in pixels between a cell centre of the paper's grid, (j + 0.5) / f, and of the step grid,
+    (j + 0.5) * step / image_size, over all its maps. (_check_prediction: see lessons 00 and 02 above.)"""
+    question = (_SSD512_FEATURE_MAP_SIZES, _SSD512_STEPS, 512)
+    why = ("512 halves evenly all the way down: 512 / 8 = 64 cells on conv4_3, 512 / 16 = 32 on conv7, ..., "
+           "512 / 512 = 1. So every step is 512 / f, and (j + 0.5) * step / 512 = (j + 0.5) / f: the two grids "
+           "are one. 300 does not halve evenly (300 / 8 = 37.5 on a 38-cell map), hence SSD300's shifts.")
+    return _check_prediction("check_prediction_ssd512_grid_shift", fn, question, _grid_shift(*question), 0.01, why)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Lessons 03 and 04: the gradient of smooth L1, equation 2 on boxes, mining over the whole batch, and
+# their "predict, then run" questions (_check_prediction: see lessons 00 and 02 above)
+# ---------------------------------------------------------------------------------------------------
+
+import torch.nn.functional as F  # noqa: E402  (this section's imports sit with it, at the end of the module)
+
+from typing import Any  # noqa: E402
+
+from ssd_lite._checking import _compare_mining  # noqa: E402
+from ssd_lite.boxes import cxcywh_to_xyxy  # noqa: E402
+from ssd_lite.priors import ssd300_default_boxes  # noqa: E402
+from ssd_lite.voc import load_photos  # noqa: E402
+
+__all__ += ["check_smooth_l1_gradient", "check_box_loss", "check_batch_hard_negative_mining",
+            "check_prediction_beta_gradient", "check_prediction_batch_mining"]
+
+
+def _smooth_l1_gradient(input: Tensor, target: Tensor, beta: float = 1.0) -> Tensor:
+    """d smooth_l1(input, target, beta) / d input, elementwise: d / beta where |d| < beta, sign(d) beyond,
+    with d = input - target. beta = 0 is plain L1: sign(d) everywhere (0 at d = 0, as autograd gives)."""
+    difference = input - target
+    if beta == 0:
+        return torch.sign(difference)
+    return (difference / beta).clamp(-1, 1)
+
+
+def check_smooth_l1_gradient(fn: Callable) -> CheckResult:
+    """fn(input, target, beta=1.0) -> the gradient of smooth_l1 with respect to input, same shape.
+
+    Reference: _smooth_l1_gradient, which the tests compare with autograd. Cases without a beta call
+    fn(input, target), so they check the default beta too.
+    """
+    cases = [
+        Case((torch.tensor([0.0]), torch.tensor([0.0])), "no error: gradient 0"),
+        Case((torch.tensor([0.5]), torch.tensor([0.0])), "a small error: the quadratic zone"),
+        Case((torch.tensor([-0.25]), torch.tensor([0.0])), "a small negative error: a negative gradient"),
+        Case((torch.tensor([3.0, -30.0]), torch.tensor([0.0, 0.0])), "large errors: the linear zone"),
+        Case((torch.tensor([0.0]), torch.tensor([0.3])), "a prediction below its target: d = input - target"),
+        Case((torch.tensor([1.0, -1.0]), torch.tensor([0.0, 0.0])), "errors of exactly beta = 1"),
+        Case((torch.tensor([0.2, 1.5, -0.4]), torch.tensor([0.0, 0.0, 0.0]), 0.5), "beta = 0.5"),
+        Case((torch.tensor([0.5, -2.0, 4.0]), torch.tensor([0.0, 0.0, 0.0]), 10.0),
+             "beta = 10: every error in the quadratic zone"),
+        Case((torch.tensor([0.7, -0.2]), torch.tensor([0.0, 0.0]), 0.0), "beta = 0: plain L1"),
+    ]
+    generator = _generator(31)
+    for shape, beta in [((5,), None), ((3, 4), 1.0), ((2, 3, 4), 1 / 9), ((8,), 2.0)]:
+        input = (torch.randn(shape, generator=generator) * 2).round(decimals=2)
+        target = torch.randn(shape, generator=generator).round(decimals=2)
+        args = (input, target) if beta is None else (input, target, beta)
+        cases.append(Case(args, f"random {tuple(shape)} tensors" + ("" if beta is None else f", beta = {beta:.3g}")))
+    return _run_checks("check_smooth_l1_gradient", fn, cases, _smooth_l1_gradient, _compare_tensors,
+                       ("input", "target", "beta"))
+
+
+def _box_loss(predicted_boxes: Tensor, gt_boxes: Tensor, priors: Tensor) -> Tensor:
+    """Equation 2 for K positives whose predictions are boxes: (K,) smooth L1 between the predicted box's
+    and the object's offsets from their default box (SSD's variances), summed over cx, cy, w, h."""
+    return smooth_l1(encode(predicted_boxes, priors), encode(gt_boxes, priors)).sum(dim=1)
+
+
+def _jitter(boxes_cxcywh: Tensor, shift: float, log_scale: float, generator: torch.Generator) -> Tensor:
+    """Boxes moved by about `shift` and resized by a factor of about exp(+-log_scale), at random."""
+    centres = boxes_cxcywh[:, :2] + shift * torch.randn(len(boxes_cxcywh), 2, generator=generator)
+    sizes = boxes_cxcywh[:, 2:] * (log_scale * torch.randn(len(boxes_cxcywh), 2, generator=generator)).exp()
+    return torch.cat([centres, sizes], dim=1)
+
+
+def check_box_loss(fn: Callable) -> CheckResult:
+    """fn(predicted_boxes (K, 4) xyxy, gt_boxes (K, 4) xyxy, priors (K, 4) cxcywh) -> (K,) the localisation
+    loss of each positive, before the division by N. Reference: _box_loss (encode, then smooth_l1)."""
+    small, large = _boxes([[0.5, 0.5, 0.2, 0.2]]), _boxes([[0.5, 0.5, 0.4, 0.4]])
+    cases = [
+        Case((_boxes([[0.4, 0.4, 0.6, 0.6]]), _boxes([[0.4, 0.4, 0.6, 0.6]]), small),
+             "a perfect prediction: loss 0"),
+        Case((_boxes([[0.42, 0.4, 0.62, 0.6]]), _boxes([[0.4, 0.4, 0.6, 0.6]]), small),
+             "0.02 to the right, default box 0.2 wide"),
+        Case((_boxes([[0.32, 0.3, 0.72, 0.7]]), _boxes([[0.3, 0.3, 0.7, 0.7]]), large),
+             "the same 0.02 shift, default box 0.4 wide"),
+        Case((_boxes([[0.3, 0.4, 0.7, 0.6]]), _boxes([[0.4, 0.4, 0.6, 0.6]]), small),
+             "twice as wide as the object: the linear zone"),
+        Case((_boxes([[0.42, 0.4, 0.62, 0.6], [0.3, 0.3, 0.7, 0.8]]), _boxes([[0.4, 0.4, 0.6, 0.6]] * 2),
+              torch.cat([small, large])), "two positives: one loss each"),
+        Case((_boxes([]), _boxes([]), _boxes([])), "no positives (K = 0)"),
+    ]
+    generator = _generator(32)
+    for k in [3, 5, 8]:
+        # Objects at least 0.2 wide, default boxes and predictions near them: every box stays valid.
+        gt_boxes = _random_boxes(k, generator, min_size=0.2)
+        objects = xyxy_to_cxcywh(gt_boxes)
+        priors = _jitter(objects, 0.05, 0.3, generator).round(decimals=3)
+        predicted = cxcywh_to_xyxy(_jitter(objects, 0.03, 0.2, generator)).clamp(0, 1).round(decimals=2)
+        cases.append(Case((predicted, gt_boxes, priors), f"{k} random positives"))
+    return _run_checks("check_box_loss", fn, cases, _box_loss, _compare_tensors,
+                       ("predicted_boxes", "gt_boxes", "priors"))
+
+
+def _batch_hard_negative_mining(conf_loss: Tensor, labels: Tensor, neg_pos_ratio: float = 3) -> Tensor:
+    """Mining over the whole batch: the neg_pos_ratio * N hardest negatives of all its images together,
+    N the batch's positives. (B, P) -> (B, P) bool. Not SSD's rule (it mines per image): lesson 04's variant."""
+    flat = hard_negative_mining(conf_loss.reshape(1, -1), labels.reshape(1, -1), neg_pos_ratio)
+    return flat.reshape(labels.shape)
+
+
+def _compare_batch_mining(expected: tuple[Tensor, tuple], received: Any):
+    """The batch's mask, or any mask an equally valid tie-break gives; per-image mining is named as such.
+    `expected` is (mask, (conf_loss, labels, ...)), from _with_inputs."""
+    mask, (conf_loss, labels, *ratio) = expected
+    problem = _compare_tensors(mask, received)
+    if problem is None or "wrong values" not in problem:
+        return None if problem is None else (problem, mask, received)
+    received = received.detach().cpu()
+    if torch.equal(received, hard_negative_mining(conf_loss, labels, *ratio)):
+        return ("mined per image, as SSD does: here rank the negatives of all the images together and keep "
+                "neg_pos_ratio times the positives of the whole batch", mask, received)
+    flat = _compare_mining((mask.reshape(1, -1), (conf_loss.reshape(1, -1), labels.reshape(1, -1))),
+                           received.reshape(1, -1))
+    if flat is None:
+        return None  # the same choice up to ties
+    if "wrong number" in flat[0]:
+        return (f"picked {int(received.sum())} negatives in all, expected {int(mask.sum())}: neg_pos_ratio times "
+                f"the batch's {int((labels > 0).sum())} positives, or every negative if there are fewer",
+                mask, received)
+    if "hardest" in flat[0]:
+        return ("did not pick the batch's hardest negatives: one left out has a higher loss than one picked",
+                mask, received)
+    return flat[0], mask, received
+
+
+def check_batch_hard_negative_mining(fn: Callable) -> CheckResult:
+    """fn(conf_loss (B, P), labels (B, P), neg_pos_ratio=3) -> (B, P) bool mask: the neg_pos_ratio * N
+    hardest negatives of the whole batch, N its number of positives. Reference: _batch_hard_negative_mining.
+    Cases avoid ties in the loss, and any tie-break is accepted."""
+    cases = [
+        Case((torch.tensor([[0.9, 0.1, 0.5, 0.3, 0.7]]), torch.tensor([[1, 0, 0, 0, 0]]), 1),
+             "one image: the same as per image"),
+        Case((torch.tensor([[0.3, 0.9, 0.1, 0.4], [0.5, 0.8, 0.7, 0.6]]), torch.tensor([[0, 1, 0, 0], [0, 0, 0, 0]]),
+              1), "the hardest negative is in the image without objects"),
+        Case((torch.tensor([[0.2, 0.8, 0.4, 0.6]]), torch.tensor([[0, 0, 0, 0]])), "no positives: no negatives"),
+        Case((torch.tensor([[0.9, 0.1, 0.5], [0.3, 0.7, 0.2]]), torch.tensor([[1, 0, 0], [2, 0, 0]])),
+             "more negatives wanted (6) than the batch has (4): take them all"),
+        Case((torch.tensor([[0.6, 0.2, 0.3, 0.1, 0.15], [0.05, 0.9, 0.8, 0.7, 0.5]]),
+              torch.tensor([[1, 0, 0, 0, 0], [0, 0, 0, 0, 0]]), 2), "ratio 2: both from the second image"),
+    ]
+    generator = _generator(33)
+    for batch_size, num_priors, ratio in [(2, 10, 3), (3, 12, 2), (2, 30, 3), (4, 16, None)]:
+        conf_loss, labels = _mining_case(generator, batch_size, num_priors)
+        labels[-1] = 0  # one image without objects, where per image and per batch differ most
+        args = (conf_loss, labels) if ratio is None else (conf_loss, labels, ratio)
+        cases.append(Case(args, f"{batch_size} random images of {num_priors} priors, the last without objects"))
+    return _run_checks("check_batch_hard_negative_mining", fn, cases, _with_inputs(_batch_hard_negative_mining),
+                       _compare_batch_mining, ("conf_loss", "labels", "neg_pos_ratio"))
+
+
+_BETA_QUESTION = (0.5, (0.1, 1.0, 10.0))  # an error d, and the betas to compare
+
+
+def check_prediction_beta_gradient(fn: Callable) -> CheckResult:
+    """fn(error, betas) -> the reader's prediction of the beta among `betas` that gives smooth L1 the
+    largest gradient at that error (lesson 03's question: d = 0.5, beta 0.1, 1 or 10)."""
+    error, betas = _BETA_QUESTION
+    gradients = [float(_smooth_l1_gradient(torch.tensor(error), torch.tensor(0.0), beta)) for beta in betas]
+    details = ", ".join(f"beta {beta:g}: {gradient:g}" for beta, gradient in zip(betas, gradients))
+    why = (f"the gradient is d / beta while |d| < beta, and 1 once |d| >= beta; at d = {error:g} that gives "
+           f"{details}. A small beta puts the error in the linear zone, where smooth L1 pushes like L1 with full "
+           f"force; a large beta makes it a flattened L2 that hardly pushes at all.")
+    best = betas[max(range(len(betas)), key=gradients.__getitem__)]
+    return _check_prediction("check_prediction_beta_gradient", fn, _BETA_QUESTION, best, 1e-6, why)
+
+
+def _batch_mining_question() -> tuple[Tensor, Tensor]:
+    """Lesson 04's batch: (conf_loss (2, P), labels (2, P)) for the coffee photo, scored by an untrained
+    network (random logits), and an image without objects on which the network sees cups everywhere."""
+    photos = load_photos()
+    priors = ssd300_default_boxes()
+    target = photos[1][1]  # the coffee photo
+    _, coffee_labels = match(target["boxes"], target["labels"], priors)
+    labels = torch.stack([coffee_labels, torch.zeros_like(coffee_labels)])
+    num_classes = len(photos.class_names)
+    logits = torch.randn(2, len(priors), num_classes, generator=_generator(1))
+    logits[1, :, photos.class_names.index("cup")] += 6.0  # sure of a cup in every box of image 1
+    conf_loss = F.cross_entropy(logits.reshape(-1, num_classes), labels.reshape(-1), reduction="none")
+    return conf_loss.view(2, -1), labels
+
+
+def check_prediction_batch_mining(fn: Callable) -> CheckResult:
+    """fn(conf_loss (2, P), labels (2, P)) -> the reader's prediction of how many of the negatives mined over
+    the whole batch come from image 0, the coffee photo (lesson 04's question)."""
+    conf_loss, labels = _batch_mining_question()
+    mined = _batch_hard_negative_mining(conf_loss, labels)
+    from_photo = int(mined[0].sum())
+    negative_loss = conf_loss.masked_fill(labels > 0, float("-inf"))
+    hardest_in_photo = float(negative_loss[0].max())
+    kth_in_empty = float(negative_loss[1].sort(descending=True).values[int(mined.sum()) - 1])
+    why = (f"the batch has N = {int((labels > 0).sum())} positives, all in the photo, so {int(mined.sum())} "
+           f"negatives are mined. Ranked together, the image without objects wins them: the network is sure it "
+           f"sees a cup in each of its boxes, so its {int(mined.sum())} hardest negatives all cost more (at least "
+           f"{kth_in_empty:.2f}) than the photo's hardest ({hardest_in_photo:.2f}). So {from_photo} come from the "
+           f"photo, which then learns nothing about its background. Per image (SSD's rule) it is the reverse: "
+           f"{int(hard_negative_mining(conf_loss, labels)[0].sum())} from the photo, none from the empty image.")
+    return _check_prediction("check_prediction_batch_mining", fn, (conf_loss, labels), from_photo, 0, why)

@@ -13,7 +13,9 @@ from __future__ import annotations
 import inspect
 from typing import Sequence
 
+import matplotlib.colors as mcolors
 import matplotlib.patches as mpatches
+import matplotlib.patheffects as patheffects
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -23,12 +25,29 @@ from torch import Tensor
 from ssd_lite.boxes import box_iou, cxcywh_to_xyxy
 from ssd_lite.priors import cell_default_boxes
 
-# One meaning per colour in every lesson.
-GT_COLOR = "limegreen"         # ground-truth boxes
-POSITIVE_COLOR = "royalblue"   # default boxes matched to an object (positives)
-NEGATIVE_COLOR = "red"         # background default boxes kept by hard negative mining
-DETECTION_COLOR = "orange"     # the detector's output boxes
-PRIOR_COLOR = "gold"           # default boxes in general
+# One meaning per colour in every lesson, from the Okabe-Ito palette (Okabe and Ito, "Color Universal
+# Design", 2002): its colours stay apart for readers with red-green colour blindness, so no meaning rests
+# on red versus green. Every box is also drawn over a thin halo of the opposite lightness (dark under the
+# light colours, white under the dark ones), so it stands out on light and dark photos alike, and mined
+# negatives are dashed: the meaning never rests on the hue alone.
+GT_COLOR = "#F0E442"           # ground-truth boxes: yellow
+POSITIVE_COLOR = "#0072B2"     # default boxes matched to an object (positives): blue
+NEGATIVE_COLOR = "#D55E00"     # background default boxes kept by hard negative mining: vermillion, dashed
+DETECTION_COLOR = "#56B4E9"    # the detector's output boxes: sky blue
+PRIOR_COLOR = "#CC79A7"        # default boxes in general: reddish purple
+OUTLINE_COLOR = "#202020"      # the halo under the light colours; the dark ones get a white halo
+
+
+def _text_colour(background) -> str:
+    """Black or white, whichever reads better on `background` (by its relative luminance)."""
+    red, green, blue = mcolors.to_rgb(background)
+    return "black" if 0.2126 * red + 0.7152 * green + 0.0722 * blue > 0.4 else "white"
+
+
+def _halo(colour, linewidth: float) -> list:
+    """A line of the opposite lightness under a box's edge: readable on a night sky and a white wall alike."""
+    halo = OUTLINE_COLOR if _text_colour(colour) == "black" else "white"
+    return [patheffects.Stroke(linewidth=linewidth + 1.5, foreground=halo), patheffects.Normal()]
 
 
 def show_source(obj) -> None:
@@ -144,12 +163,14 @@ def draw_boxes(image_or_ax, boxes, labels=None, class_names: Sequence[str] | Non
     width, height = _image_size_of(ax)
     pixel_boxes = boxes * torch.tensor([width, height, width, height], dtype=torch.float32)
     for i, (x_min, y_min, x_max, y_max) in enumerate(pixel_boxes.tolist()):
-        ax.add_patch(mpatches.Rectangle((x_min, y_min), x_max - x_min, y_max - y_min, fill=False,
-                                        edgecolor=colors[i], linewidth=linewidth, linestyle=linestyle))
+        patch = mpatches.Rectangle((x_min, y_min), x_max - x_min, y_max - y_min, fill=False,
+                                   edgecolor=colors[i], linewidth=linewidth, linestyle=linestyle)
+        patch.set_path_effects(_halo(colors[i], linewidth))
+        ax.add_patch(patch)
         if texts is not None and texts[i]:
             # Inside the box's top-left corner, so a box touching the image's top edge keeps its caption.
-            ax.text(x_min, y_min, texts[i], fontsize=fontsize, color="black", va="top", clip_on=True,
-                    bbox=dict(facecolor=colors[i], edgecolor="none", alpha=0.8, pad=1))
+            ax.text(x_min, y_min, texts[i], fontsize=fontsize, color=_text_colour(colors[i]), va="top",
+                    clip_on=True, bbox=dict(facecolor=colors[i], edgecolor="none", alpha=0.85, pad=1))
     return ax
 
 
@@ -196,7 +217,7 @@ def draw_cell_default_boxes(image, feature_map_size: int, scale: float, next_sca
 def draw_matches(image, gt_boxes, priors, labels, negatives=None, gt_labels=None,
                  class_names: Sequence[str] | None = None, ax: Axes | None = None, title: str | None = None,
                  linewidth: float = 1.5) -> Axes:
-    """Draw the result of matching: ground truth (green), positive priors (blue), negatives (red).
+    """Draw the result of matching: ground truth (yellow), positive priors (blue), mined negatives (vermillion, dashed).
 
     gt_boxes: (G, 4) normalised xyxy; priors: (P, 4) cxcywh; labels: (P,) from `match`, > 0 for a
     positive; negatives: optional (P,) bool, e.g. the priors kept by hard negative mining.
@@ -208,14 +229,14 @@ def draw_matches(image, gt_boxes, priors, labels, negatives=None, gt_labels=None
         raise ValueError(f"labels must have one entry per prior: got {len(labels)} labels, {len(priors)} priors")
     priors_xyxy = cxcywh_to_xyxy(priors)
     if title is None:
-        title = f"{int((labels > 0).sum())} positive default boxes (blue) for {len(_as_boxes(gt_boxes))} objects (green)"
+        title = f"{int((labels > 0).sum())} positive default boxes (blue) for {len(_as_boxes(gt_boxes))} objects (yellow)"
     ax = show_image(image, ax=ax, title=title)
     if negatives is not None:
         negatives = torch.as_tensor(negatives).detach().cpu().reshape(-1)
         if negatives.dtype != torch.bool or len(negatives) != len(priors):
             raise ValueError(f"negatives must be a (P,) bool mask for {len(priors)} priors, got "
                              f"{negatives.dtype} of length {len(negatives)}")
-        draw_boxes(ax, priors_xyxy[negatives], color=NEGATIVE_COLOR, linewidth=linewidth * 0.7)
+        draw_boxes(ax, priors_xyxy[negatives], color=NEGATIVE_COLOR, linewidth=linewidth * 0.7, linestyle="--")
     draw_boxes(ax, priors_xyxy[labels > 0], color=POSITIVE_COLOR, linewidth=linewidth)
     draw_boxes(ax, gt_boxes, labels=gt_labels, class_names=class_names, color=GT_COLOR, linewidth=linewidth * 2)
     return ax
@@ -224,7 +245,8 @@ def draw_matches(image, gt_boxes, priors, labels, negatives=None, gt_labels=None
 def draw_iou_pair(box_a, box_b, ax: Axes | None = None, title: str | None = None) -> Axes:
     """Draw two normalised xyxy boxes on a blank unit square, their overlap shaded, IoU in the title.
 
-    Patches added: box A (green), box B (gold) and, if they overlap, the shaded intersection.
+    Patches added: box A (yellow, GT_COLOR), box B (purple, PRIOR_COLOR) and, if they overlap, the shaded
+    intersection.
     """
     a, b = _as_boxes(box_a, "box_a"), _as_boxes(box_b, "box_b")
     if len(a) != 1 or len(b) != 1:
@@ -238,8 +260,10 @@ def draw_iou_pair(box_a, box_b, ax: Axes | None = None, title: str | None = None
     ax.set_yticks([0, 0.5, 1])
     for box, color in ((a[0], GT_COLOR), (b[0], PRIOR_COLOR)):
         x_min, y_min, x_max, y_max = box.tolist()
-        ax.add_patch(mpatches.Rectangle((x_min, y_min), x_max - x_min, y_max - y_min, fill=False,
-                                        edgecolor=color, linewidth=2))
+        patch = mpatches.Rectangle((x_min, y_min), x_max - x_min, y_max - y_min, fill=False,
+                                   edgecolor=color, linewidth=2)
+        patch.set_path_effects(_halo(color, 2))
+        ax.add_patch(patch)
     top_left = torch.max(a[0, :2], b[0, :2])
     bottom_right = torch.min(a[0, 2:], b[0, 2:])
     if (bottom_right > top_left).all():
@@ -309,3 +333,30 @@ def draw_dataset_grid(dataset, indices: Sequence[int], ncols: int = 4, size: flo
         fig.suptitle(title)
     fig.tight_layout()
     return fig, axes
+
+
+def explore(draw, **controls) -> None:
+    """Show `draw(**defaults)` as a plain figure, then the same drawing with a slider or menu per control.
+
+    draw: a function of keyword arguments that draws one figure (it may create it with plt.subplots).
+    controls: name=(default, options), options being a list of values (a menu) or (low, high, step)
+    (a slider). The plain figure comes first, so the notebook still reads on a static viewer (GitHub,
+    nbviewer), where widgets do not run; in Jupyter, moving a slider redraws the second figure.
+    """
+    import ipywidgets
+    from IPython.display import display
+
+    defaults = {name: default for name, (default, _) in controls.items()}
+    draw(**defaults)
+    plt.show()
+    widgets = {}
+    for name, (default, options) in controls.items():
+        if isinstance(options, tuple) and len(options) == 3 and all(isinstance(v, (int, float)) for v in options):
+            low, high, step = options
+            kind = ipywidgets.IntSlider if all(isinstance(v, int) for v in (low, high, step, default)) \
+                else ipywidgets.FloatSlider
+            widgets[name] = kind(value=default, min=low, max=high, step=step, description=name,
+                                 continuous_update=False)
+        else:
+            widgets[name] = ipywidgets.Dropdown(options=list(options), value=default, description=name)
+    display(ipywidgets.interactive(draw, **widgets))

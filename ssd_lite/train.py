@@ -1,45 +1,76 @@
 """Training SSD: match, compute the MultiBox loss, step the optimiser (paper, section 2.2 "Training").
 
-The loop is plain on purpose:
-    for images, targets in batches:
-        loc_targets, labels = match(...) for each image       # which default box predicts what
-        loc_pred, conf_pred = model(images)
-        loc_loss, conf_loss = multibox_loss(loc_pred, conf_pred, loc_targets, labels)
-        (loc_loss + conf_loss).backward(); optimiser.step()
+One training step, `training_step`, is the paper's recipe in four lines:
+    loc_targets, labels = match(...) for each image        # which default box predicts what
+    loc_pred, conf_pred = model(images)                    # offsets and class scores for every box
+    loc_loss, conf_loss = multibox_loss(loc_pred, conf_pred, loc_targets, labels)
+    (loc_loss + conf_loss).backward(); optimiser.step()
+and `train` repeats it over the data, with a learning-rate schedule and a progress bar.
 
-What is not in the paper, and why:
-- AdamW with a short linear warm-up then a cosine decay of the learning rate: a randomly initialised
-  BatchNorm network converges in a few thousand steps this way (the paper fine-tunes a pretrained VGG
-  with SGD for 120k steps).
-- A fixed training set generated once and kept in memory as uint8 (`CachedDataset`): drawing a shapes
-  image costs ~1.5 ms, so a fresh batch of 16 each step would make training about a third slower.
-- A light augmentation by default (photometric distortion and flips, DEFAULT_AUGMENTATION): measured to
-  reach a better mAP within a few CPU minutes than the paper's full recipe (see below).
-- On the CPU, augmentation and matching run in the training process (num_workers=0): a worker process
-  would compete with the network for the same few cores, and measured 15% slower per step on 2 cores.
-  With CUDA, one worker prepares the next batch while the GPU computes.
-- The loop stops at the first non-finite loss, naming the step, instead of training on NaN for hours.
+Two recipes (`--recipe course|voc`; any flag given explicitly overrides the recipe's value):
+- "course" (the default, COURSE_RECIPE): the small BatchNorm model on 128 px shapes, trained from random
+  weights in a few CPU minutes. What differs from the paper, and why:
+  - AdamW with a short linear warm-up then a cosine decay of the learning rate: a randomly initialised
+    BatchNorm network converges in a few thousand steps this way (the paper fine-tunes a pretrained VGG
+    with SGD for 120k steps).
+  - A fixed training set generated once and kept in memory as uint8 (`ssd_lite.data.CachedDataset`):
+    drawing a shapes image costs ~1.5 ms, so a fresh batch of 16 each step would make training about a
+    third slower.
+  - A light augmentation (photometric distortion and flips, DEFAULT_AUGMENTATION): measured to reach a
+    better mAP within a few CPU minutes than the paper's full recipe (see below).
+  - On the CPU, augmentation runs in the training process (num_workers=0): a worker process would compete
+    with the network for the same few cores, and measured 15% slower per step on 2 cores. With CUDA, one
+    worker prepares the next batch while the GPU computes.
+- "voc" (VOC_RECIPE): the paper's SSD300 recipe as the SSD code bases run it on Pascal VOC07+12 (the
+  original Caffe solver, torchvision's, mmdetection's and lufficc/SSD's): SGD with momentum 0.9, lr 1e-3,
+  weight decay 5e-4, batch 32, 120k steps with the lr divided by 10 at 80k and 100k, after a short linear
+  warm-up; the full augmentation at 300 px (photometric distortion, zoom out up to 4x, minimum-IoU crops,
+  flips); images read from their files at every step (a VOC photo is larger than 300 px, and the crops
+  are cut from the full photo). It needs a GPU: hours there, weeks on a CPU. With a pretrained VGG16
+  (--backbone-weights imagenet) it is what the anchors of the README were measured with.
+With --time-budget the schedule follows the clock instead of the steps: warm-up, decays and end fall at
+the same fractions of the budget (so `--recipe voc --time-budget 60` is the voc recipe squeezed into a
+minute; reproducible only when the length is given in steps or epochs).
+
+Resuming: every `--save-every N` steps, on Ctrl-C and at the end, the checkpoint also holds the run's
+state: optimiser, step, and random generators (`ssd_lite.checkpoint.rng_states`). The data order is a
+function of (seed, epoch) (`ShuffledBatches`), so step s always trains on the same images; a run resumed
+with `--resume CKPT` therefore repeats, step for step, what the unbroken run would have done (exactly with
+num_workers=0, the CPU default; with workers the images are the same but their random augmentations are
+not).
+
+The loop stops at the first non-finite loss, naming the step, instead of training on NaN for hours; Ctrl-C
+stops it with the steps trained so far kept (TrainingInterrupted), and the command line saves them.
 
 Command line: `python -m ssd_lite.train --help`.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
+import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
-from ssd_lite.augment import eval_transform, train_transform
-from ssd_lite.data import ShapesDataset, VOCDataset
-from ssd_lite.loss import multibox_loss
+from ssd_lite import cli
+from ssd_lite.augment import train_transform
+from ssd_lite.checkpoint import (CheckpointError, check_output_path, load_checkpoint, read_checkpoint,
+                                 restore_rng_states, rng_states, save_checkpoint)
+from ssd_lite.data import CachedDataset, collate
+from ssd_lite.device import default_num_workers, pick_device, use_threads
+from ssd_lite.loss import focal_multibox_loss, multibox_loss
 from ssd_lite.matching import match
-from ssd_lite.model import SSD, build_model, small_ssd
+from ssd_lite.model import SSD, build_model, default_model, load_vgg16_backbone, ssd300_vgg16, vgg16_backbone_weights
+from ssd_lite.shapes import ShapesDataset
+from ssd_lite.voc import VOC_CLASS_NAMES, VOCDataset, read_split
 
 # The default run (lesson 06, `python -m ssd_lite.train` with no options). Every number here is a
 # measured choice, see benchmarks/bench_training.py and lesson 06.
@@ -59,288 +90,318 @@ DEFAULT_LR = 3e-3
 DEFAULT_WEIGHT_DECAY = 1e-4
 DEFAULT_WARMUP = 0.05  # fraction of training spent raising the learning rate from ~0 to lr
 # Photometric distortion and flips only: on a shared 2-core CPU the zoom out + minimum-IoU crop recipe made
-# each step ~1.8x slower (RandomIoUCrop's trial loop) and reached a lower mAP in the same 5 minutes
-# (0.10 vs 0.55 after 300 s, see benchmarks/bench_training.py). Pass train_transform's defaults for the
-# paper's recipe, which pays off with longer training.
+# each step ~1.8x slower (RandomIoUCrop's trial loop) and reached a lower held-out mAP in the same few
+# minutes (see benchmarks/bench_training.py). Pass train_transform's defaults for the paper's recipe,
+# which pays off with longer training.
 DEFAULT_AUGMENTATION = dict(photometric=True, zoom_out=1.0, iou_crop=False, flip=True)
 DEFAULT_SEED = 0
 # Held-out shapes for evaluation use a different seed, so they share no image with training.
 HELD_OUT_SEED = 1000
 HELD_OUT_NUM_IMAGES = 500
 
+# The course's recipe: the numbers above (the length: DEFAULT_EPOCHS, or about DEFAULT_STEPS on other data).
+COURSE_RECIPE = dict(image_size=DEFAULT_IMAGE_SIZE, batch_size=DEFAULT_BATCH_SIZE, optimiser="adamw",
+                     lr=DEFAULT_LR, momentum=None, weight_decay=DEFAULT_WEIGHT_DECAY, warmup=DEFAULT_WARMUP,
+                     milestones=None, augmentation=DEFAULT_AUGMENTATION, steps=None, cache_images=True)
+# The paper's recipe for SSD300 on VOC07+12 (section 3.1 and the Caffe solver; torchvision's references,
+# mmdetection's ssd300_voc0712 and lufficc/SSD's vgg_ssd300_voc0712 use the same numbers).
+VOC_STEPS = 120_000
+VOC_RECIPE = dict(
+    image_size=300, batch_size=32, optimiser="sgd", lr=1e-3, momentum=0.9, weight_decay=5e-4,
+    # 500 steps of linear warm-up (mmdetection's and lufficc/SSD's), as a fraction of the run.
+    warmup=500 / VOC_STEPS,
+    # lr / 10 at 80k and at 100k steps: fractions 2/3 and 5/6 of the run.
+    milestones=[80_000 / VOC_STEPS, 100_000 / VOC_STEPS],
+    # train_transform with the paper's strengths: zoom out up to 4x ("zoom out" data augmentation, section
+    # 3.6) and crops from 0.3 of each side (torchvision's RandomIoUCrop default: the paper's 0.1 to 1 of the
+    # area), rather than the course's milder defaults.
+    augmentation=dict(photometric=True, zoom_out=4.0, iou_crop=True, crop_min_scale=0.3, flip=True),
+    steps=VOC_STEPS, cache_images=False)
+RECIPES = {"course": COURSE_RECIPE, "voc": VOC_RECIPE}
 
-def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """The given device, else CUDA if available, else the CPU."""
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def default_num_workers(device: torch.device) -> int:
-    """DataLoader workers: none on the CPU (a worker would compete with the network for the same cores),
-    one with CUDA (it prepares the next batch while the GPU computes)."""
-    return 0 if device.type == "cpu" else 1
-
-
-# ---------------------------------------------------------------------------------------------------
-# Data: a cached training set, augmentation and matching in the DataLoader.
-
-class CachedDataset(Dataset):
-    """Another data set's images, resized to image_size x image_size once and kept as uint8 in memory.
-
-    ds[i] = transform(image (3, S, S) float in [0, 1], target) -- the augmentation runs on every read,
-    so each epoch still sees new random crops and flips of the cached images.
-    """
-
-    def __init__(self, dataset: Dataset, image_size: int, transform=None, progress: bool = False):
-        resize = eval_transform(image_size)
-        # Filled in place, without a second copy: 48 KiB per 128 px image (0.8 GB for the default run's 16000).
-        self.images = torch.empty(len(dataset), 3, image_size, image_size, dtype=torch.uint8)
-        self.targets = []
-        for i in tqdm(range(len(dataset)), desc="caching images", disable=not progress,
-                      leave=False, mininterval=1.0):
-            image, target = resize(*dataset[i])
-            self.images[i] = (image * 255).round().to(torch.uint8)
-            self.targets.append(target)
-        self.class_names = getattr(dataset, "class_names", None)
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, dict]:
-        image, target = self.images[index].float() / 255, self.targets[index]
-        if self.transform is not None:
-            image, target = self.transform(image, target)
-        return image, target
-
-
-class MatchCollate:
-    """collate for a DataLoader that also matches each image's objects to the default boxes.
-
-    Returns images (B, 3, S, S), loc_targets (B, P, 4), labels (B, P) and the list of targets.
-    A class rather than a closure, so DataLoader worker processes can receive it.
-    """
-
-    def __init__(self, priors: Tensor, iou_threshold: float = 0.5):
-        self.priors = priors.detach().cpu()
-        self.iou_threshold = iou_threshold
-
-    def __call__(self, batch: list[tuple[Tensor, dict]]) -> tuple[Tensor, Tensor, Tensor, list[dict]]:
-        images, targets = zip(*batch)
-        matched = [match(t["boxes"], t["labels"], self.priors, self.iou_threshold) for t in targets]
-        loc_targets = torch.stack([loc for loc, _ in matched])
-        labels = torch.stack([lab for _, lab in matched])
-        return torch.stack(images), loc_targets, labels, list(targets)
-
-
-# ---------------------------------------------------------------------------------------------------
-# The loop.
-
-def learning_rate_factor(progress: float, warmup: float = DEFAULT_WARMUP) -> float:
-    """Warm-up then cosine: the fraction of the peak lr at `progress` in [0, 1] of the training.
-
-    Linear from 0.01 to 1 during the first `warmup` of training (a random network's first gradients are
-    large and noisy), then half a cosine from 1 down to 0 at the end.
-    """
-    progress = min(max(progress, 0.0), 1.0)
-    if progress < warmup:
-        return 0.01 + 0.99 * progress / warmup
-    return 0.5 * (1 + math.cos(math.pi * (progress - warmup) / (1 - warmup)))
+Objective = Callable[[Tensor, Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
+# The two training objectives, by the name the command line and checkpoints use: SSD's softmax loss with
+# hard negative mining (the default), or RetinaNet's focal loss over every default box (lesson 08). Each
+# needs the matching class scores in the model: softmax for "mining", sigmoid for "focal".
+OBJECTIVES = {"mining": multibox_loss, "focal": focal_multibox_loss}
+CLASS_SCORES = {"mining": "softmax", "focal": "sigmoid"}
+MODELS = ("default", "ssd300_vgg16")  # the course's small model (default_model), the paper's SSD300
 
 
 class NonFiniteLossError(RuntimeError):
     """Raised when the loss becomes NaN or infinite: training cannot recover from it."""
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during `train`: the model keeps the `step` steps trained so far; `history` holds their losses
+    and `state` what `train(..., resume=state)` needs to continue (see train)."""
+
+    def __init__(self, step: int, history: dict[str, list[float]], state: dict | None = None):
+        super().__init__(f"training interrupted after {step} steps")
+        self.step, self.history, self.state = step, history, state
+
+
+# ---------------------------------------------------------------------------------------------------
+# One step, as in the paper.
+
+def training_step(model: SSD, optimiser: torch.optim.Optimizer, images: Tensor, targets: Sequence[dict],
+                  objective: Objective = multibox_loss) -> tuple[Tensor, Tensor]:
+    """One SSD training step on a batch; returns (loc_loss, conf_loss), detached.
+
+    images: (B, 3, S, S) on the model's device; targets: B dicts {"boxes": (G, 4) xyxy in [0, 1],
+    "labels": (G,)} on the same device. Raises NonFiniteLossError, before touching the weights, if the
+    loss is NaN or infinite.
+    """
+    # 1. Matching: every default box gets an object to regress to and its class, or background.
+    matched = [match(target["boxes"], target["labels"], model.priors) for target in targets]
+    loc_targets = torch.stack([loc for loc, _ in matched])  # (B, P, 4)
+    labels = torch.stack([label for _, label in matched])  # (B, P)
+    # 2. The network: offsets (B, P, 4) and class scores (B, P, C) for every default box.
+    loc_pred, conf_pred = model(images)
+    # 3. The MultiBox loss, L = (L_conf + L_loc) / N.
+    loc_loss, conf_loss = objective(loc_pred, conf_pred, loc_targets, labels)
+    loss = loc_loss + conf_loss
+    if not torch.isfinite(loss):
+        raise NonFiniteLossError(f"the loss became {loss.item()} (loc_loss={loc_loss.item()}, "
+                                 f"conf_loss={conf_loss.item()})")
+    # 4. Gradient descent.
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    optimiser.step()
+    return loc_loss.detach(), conf_loss.detach()
+
+
+def learning_rate_factor(progress: float, warmup: float = DEFAULT_WARMUP,
+                         milestones: Sequence[float] | None = None) -> float:
+    """The fraction of the peak lr at `progress` in [0, 1] of the training: warm-up, then decay.
+
+    Linear from 0.01 to 1 during the first `warmup` of training (a random network's first gradients are
+    large and noisy, and SGD's momentum needs a few steps to settle). Then, without milestones, half a
+    cosine from 1 down to 0 at the end (the course); with milestones (fractions of the training), a
+    division by 10 at each one (the paper: 1, 0.1, 0.01 with milestones at 2/3 and 5/6 of 120k steps).
+    """
+    progress = min(max(progress, 0.0), 1.0)
+    if progress < warmup:
+        return 0.01 + 0.99 * progress / warmup
+    if milestones is not None:
+        return 0.1 ** sum(progress >= milestone for milestone in milestones)
+    return 0.5 * (1 + math.cos(math.pi * (progress - warmup) / (1 - warmup)))
+
+
+def make_optimiser(model: SSD, lr: float, weight_decay: float, kind: str = "adamw",
+                   momentum: float | None = None) -> torch.optim.Optimizer:
+    """AdamW (the course) or SGD with momentum (the paper), with no weight decay on BatchNorm, bias and
+    L2Norm parameters (1-D tensors): decaying them only hurts (the Caffe model's biases have no decay either)."""
+    decay = [p for p in model.parameters() if p.dim() > 1]
+    no_decay = [p for p in model.parameters() if p.dim() <= 1]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if kind == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum or 0.0)
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+class ShuffledBatches(Sampler[list[int]]):
+    """The order a run visits its data in: each epoch, the batches of a fresh random permutation.
+
+    Epoch e's permutation comes from a generator seeded with the pair (seed, e), so it depends on nothing
+    else: step s always trains on batch s % len(self) of epoch s // len(self), and `start_at(s)` makes the
+    next pass over the sampler begin there (how a resumed run picks up where it stopped). A last incomplete
+    batch is dropped, unless the data holds less than one batch: then each epoch is one batch of it all.
+    """
+
+    def __init__(self, num_items: int, batch_size: int, seed: int):
+        self.num_items, self.batch_size, self.seed = num_items, batch_size, seed
+        self.epoch, self.first_batch = 0, 0
+
+    def __len__(self) -> int:
+        return max(self.num_items // self.batch_size, 1)
+
+    def permutation(self, epoch: int) -> list[int]:
+        """The order of the items in `epoch` (counted from 0)."""
+        generator = np.random.default_rng([self.seed % 2 ** 64, epoch])
+        return generator.permutation(self.num_items).tolist()
+
+    def start_at(self, step: int) -> None:
+        self.epoch, self.first_batch = divmod(step, len(self))
+
+    def __iter__(self):
+        order = self.permutation(self.epoch)
+        for batch in range(self.first_batch, len(self)):
+            yield order[batch * self.batch_size:(batch + 1) * self.batch_size]
+
+
+# ---------------------------------------------------------------------------------------------------
+# The loop.
+
 def train(model: SSD, dataset: Dataset, epochs: int | None = None, time_budget: float | None = None,
           batch_size: int = DEFAULT_BATCH_SIZE, lr: float = DEFAULT_LR,
           weight_decay: float = DEFAULT_WEIGHT_DECAY, warmup: float = DEFAULT_WARMUP,
           seed: int = DEFAULT_SEED, num_workers: int | None = None, device: str | torch.device | None = None,
-          progress: bool = True) -> dict[str, list[float]]:
-    """Train `model` in place on `dataset`; return the history of the loss per step.
+          progress: bool = True, objective: Objective = multibox_loss, steps: int | None = None,
+          optimiser_name: str = "adamw", momentum: float | None = None, milestones: Sequence[float] | None = None,
+          save_every: int | None = None, save: Callable[[dict, bool], None] | None = None, resume: dict | None = None,
+          stop_after: float | None = None) -> dict[str, list[float]]:
+    """Train `model` in place on `dataset` with `training_step`; return the history of the loss per step.
 
     dataset: items (image (3, S, S) float in [0, 1], target) at the model's input size, augmented already
       (e.g. CachedDataset(..., transform=train_transform(S))).
-    epochs: passes over the data set; or time_budget: seconds of training (the schedule then follows the
-      clock: reproducible only with `epochs`). Give exactly one.
-    seed: seeds the shuffling and the augmentation (torch's global generator when num_workers is 0).
+    epochs: passes over the data set; or steps; or time_budget: seconds of training (the schedule then
+      follows the clock: reproducible only with epochs or steps). Give exactly one.
+    seed: seeds the data order and the augmentation (torch's global generator when num_workers is 0).
     num_workers: DataLoader worker processes; default 0 on the CPU, 1 with CUDA.
-    Returns {"loss", "loc_loss", "conf_loss", "lr"}: one float per step.
-    Raises NonFiniteLossError at the first NaN or infinite loss, naming the step.
+    optimiser_name: "adamw" or "sgd" (with `momentum`); milestones: None for the cosine decay, or fractions of
+      the training where the lr is divided by 10 (see learning_rate_factor).
+    save: save(state, final) is called every `save_every` steps (final False) and once when training ends
+      (final True). The state {"step", "epoch", "seconds", "finished", "optimiser", "rng", "history",
+      "batch_size", "num_items"} is what `resume` takes to continue exactly there (the caller restores
+      the model's weights); TrainingInterrupted.state holds it too.
+    stop_after: end this call after that many seconds even if the run has steps left (to resume later).
+    Returns {"loss", "loc_loss", "conf_loss", "lr"}: one float per step (with resume, the whole run's).
+    Raises NonFiniteLossError at the first NaN or infinite loss, naming the step, and TrainingInterrupted
+    (a KeyboardInterrupt carrying the history) on Ctrl-C: the model keeps the steps trained so far.
     """
-    if (epochs is None) == (time_budget is None):
-        raise ValueError("give exactly one of epochs and time_budget")
-    if epochs is not None and epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
-    if time_budget is not None and time_budget <= 0:
-        raise ValueError(f"time_budget must be positive (seconds), got {time_budget}")
-    if len(dataset) == 0:
-        raise ValueError("the training data set is empty")
+    _check_train_arguments(dataset, epochs, steps, time_budget, batch_size, lr, weight_decay, warmup, num_workers,
+                           optimiser_name, momentum, milestones, save_every, stop_after, resume)
     device = pick_device(device)
     # channels_last: the convolutions' preferred memory layout, measured ~10% faster per step on the CPU.
     model.to(device, memory_format=torch.channels_last).train()
     if num_workers is None:
         num_workers = default_num_workers(device)
+    batches = ShuffledBatches(len(dataset), batch_size, seed)
+    loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate, num_workers=num_workers,
+                        generator=torch.Generator().manual_seed(seed),  # the workers' augmentation seeds
+                        persistent_workers=num_workers > 0, pin_memory=device.type == "cuda")
+    total_steps = epochs * len(batches) if epochs is not None else steps
+    optimiser = make_optimiser(model, lr, weight_decay, optimiser_name, momentum)
+    if resume is None:
+        torch.manual_seed(seed)  # the augmentation's random draws, when they run in this process
+        step, seconds_before, history = 0, 0.0, {"loss": [], "loc_loss": [], "conf_loss": [], "lr": []}
+    else:
+        optimiser.load_state_dict(resume["optimiser"])
+        restore_rng_states(resume["rng"])
+        step, seconds_before = resume["step"], resume["seconds"]
+        history = {key: list(values) for key, values in resume["history"].items()}
+    start = time.perf_counter()
+    seconds = lambda: seconds_before + time.perf_counter() - start  # this run's training time, all calls
+    # The generators' states before the next batch is drawn: where a resumed run must start from.
+    rng, finished = rng_states(), False
 
-    torch.manual_seed(seed)  # the augmentation's random draws, when they run in this process
-    generator = torch.Generator().manual_seed(seed)  # shuffling, and the workers' augmentation seeds
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=len(dataset) >= batch_size,
-                        collate_fn=MatchCollate(model.priors), num_workers=num_workers, generator=generator,
-                        persistent_workers=num_workers > 0)
-    steps_per_epoch = len(loader)
-    total_steps = epochs * steps_per_epoch if epochs is not None else None
-    # No weight decay on BatchNorm and bias parameters (1-D tensors): decaying them only hurts.
-    decay = [p for p in model.parameters() if p.dim() > 1]
-    no_decay = [p for p in model.parameters() if p.dim() <= 1]
-    optimiser = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+    def state() -> dict:
+        return {"step": step, "epoch": step // len(batches), "seconds": seconds(), "finished": finished,
+                "optimiser": optimiser.state_dict(), "rng": rng, "history": history, "batch_size": batch_size,
+                "num_items": len(dataset)}
 
-    history = {"loss": [], "loc_loss": [], "conf_loss": [], "lr": []}
     # Redraw at most once a second: in a notebook every redraw is a message to the browser, and thousands
     # of them overflow Jupyter's message queue.
     bar = tqdm(total=total_steps if total_steps is not None else round(time_budget), disable=not progress,
+               initial=step if total_steps is not None else min(round(seconds_before), round(time_budget)),
                desc="training", unit="step" if total_steps is not None else "s", mininterval=1.0)
-    start, step, running_loss, done = time.perf_counter(), 0, None, False
-    epoch = 0
-    while not done:
-        epoch += 1
-        for images, loc_targets, labels, _ in loader:
-            elapsed = time.perf_counter() - start
-            fraction = step / total_steps if total_steps is not None else elapsed / time_budget
-            step_lr = lr * learning_rate_factor(fraction, warmup)
-            for group in optimiser.param_groups:
-                group["lr"] = step_lr
-
-            images = images.to(device, memory_format=torch.channels_last)
-            loc_targets, labels = loc_targets.to(device), labels.to(device)
-            loc_pred, conf_pred = model(images)
-            loc_loss, conf_loss = multibox_loss(loc_pred, conf_pred, loc_targets, labels)
-            loss = loc_loss + conf_loss
-            if not torch.isfinite(loss):
-                bar.close()
-                raise NonFiniteLossError(
-                    f"the loss became {loss.item()} at step {step + 1} (epoch {epoch}): loc_loss={loc_loss.item()}, "
-                    f"conf_loss={conf_loss.item()}. Training stopped: weights after a NaN are useless. Usual "
-                    "causes: a bad box in the data (x_max <= x_min, a zero-size box), or a learning rate "
-                    f"too high (lr={lr}).")
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-
-            step += 1
-            loss_value = loss.item()
-            history["loss"].append(loss_value)
-            history["loc_loss"].append(loc_loss.item())
-            history["conf_loss"].append(conf_loss.item())
-            history["lr"].append(step_lr)
-            running_loss = loss_value if running_loss is None else 0.95 * running_loss + 0.05 * loss_value
-            bar.set_postfix(loss=f"{running_loss:.3f}", epoch=epoch, refresh=False)
-            if total_steps is not None:
-                bar.update(1)
-                done = step >= total_steps
-            else:
-                bar.update(min(round(time.perf_counter() - start), bar.total) - bar.n)
-                done = time.perf_counter() - start >= time_budget
-            if done:
-                break
-    bar.close()
-    model.eval()
+    running_loss, done = None, False
+    try:
+        while not done:
+            batches.start_at(step)
+            for images, targets in loader:
+                fraction = step / total_steps if total_steps is not None else seconds() / time_budget
+                step_lr = lr * learning_rate_factor(fraction, warmup, milestones)
+                for group in optimiser.param_groups:
+                    group["lr"] = step_lr
+                images = images.to(device, memory_format=torch.channels_last, non_blocking=True)
+                targets = [{key: target[key].to(device) for key in ("boxes", "labels")} for target in targets]
+                try:
+                    loc_loss, conf_loss = training_step(model, optimiser, images, targets, objective)
+                except NonFiniteLossError as error:
+                    raise NonFiniteLossError(
+                        f"step {step + 1} (epoch {step // len(batches) + 1}): {error}. Training stopped: weights "
+                        "after a NaN are useless. Usual causes: a bad box in the data (x_max <= x_min, a zero-size "
+                        f"box), or a learning rate too high (lr={lr}).") from None
+                step += 1
+                rng = rng_states()
+                loss_value = (loc_loss + conf_loss).item()
+                history["loss"].append(loss_value)
+                history["loc_loss"].append(loc_loss.item())
+                history["conf_loss"].append(conf_loss.item())
+                history["lr"].append(step_lr)
+                running_loss = loss_value if running_loss is None else 0.95 * running_loss + 0.05 * loss_value
+                bar.set_postfix(loss=f"{running_loss:.3f}", epoch=(step - 1) // len(batches) + 1, refresh=False)
+                if total_steps is not None:
+                    bar.update(1)
+                    finished = step >= total_steps
+                else:
+                    bar.update(min(round(seconds()), bar.total) - bar.n)
+                    finished = seconds() >= time_budget
+                done = finished or (stop_after is not None and time.perf_counter() - start >= stop_after)
+                if done:
+                    break
+                if save is not None and save_every is not None and step % save_every == 0:
+                    save(state(), False)
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(step, history, state()) from None
+    finally:
+        bar.close()
+        model.eval()
+    if save is not None:
+        save(state(), True)
     return history
 
 
+def _check_train_arguments(dataset, epochs, steps, time_budget, batch_size, lr, weight_decay, warmup, num_workers,
+                           optimiser_name, momentum, milestones, save_every, stop_after, resume) -> None:
+    if sum(length is not None for length in (epochs, steps, time_budget)) != 1:
+        raise ValueError("give exactly one of epochs, steps and time_budget")
+    for name, value in (("epochs", epochs), ("steps", steps), ("save_every", save_every)):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+    for name, value in (("time_budget", time_budget), ("stop_after", stop_after)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a positive number of seconds, got {value}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+    if not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a finite number > 0 (0 would train nothing), got {lr}")
+    if not (math.isfinite(weight_decay) and weight_decay >= 0):
+        raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay}")
+    if not 0 <= warmup < 1:
+        raise ValueError(f"warmup must be a fraction of the training in [0, 1), got {warmup}")
+    if optimiser_name not in ("adamw", "sgd"):
+        raise ValueError(f"optimiser_name must be 'adamw' or 'sgd', got {optimiser_name!r}")
+    if momentum is not None and not 0 <= momentum < 1:
+        raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+    if milestones is not None and (list(milestones) != sorted(milestones) or not all(0 < m < 1 for m in milestones)):
+        raise ValueError(f"milestones must be increasing fractions of the training in (0, 1), got {milestones}")
+    if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 0):
+        raise ValueError(f"num_workers must be a whole number >= 0, got {num_workers!r}")
+    if len(dataset) == 0:
+        raise ValueError("the training data set is empty")
+    if resume is None:
+        return
+    if (resume["num_items"], resume["batch_size"]) != (len(dataset), batch_size):
+        raise ValueError(f"cannot resume: the run was saved with {resume['num_items']} images in batches of "
+                         f"{resume['batch_size']}, not {len(dataset)} in batches of {batch_size}: its data order "
+                         "would point at other images")
+    if steps is not None or epochs is not None:
+        total = steps if steps is not None else epochs * max(len(dataset) // batch_size, 1)
+        if resume["step"] >= total:
+            raise ValueError(f"nothing to resume: the run has trained {resume['step']} steps already, and "
+                             f"{total} were asked for")
+    elif resume["seconds"] >= time_budget:
+        raise ValueError(f"nothing to resume: the run has trained {resume['seconds']:.0f} s already, and the "
+                         f"time budget is {time_budget:.0f} s")
+
+
 # ---------------------------------------------------------------------------------------------------
-# Checkpoints.
-
-def save_checkpoint(path: str | Path, model: SSD, class_names: Sequence[str], **settings) -> dict:
-    """Save the weights with everything needed to rebuild the model and use it.
-
-    The file holds "model_state", "model_config" (model.config, for ssd_lite.model.build_model),
-    "class_names", "image_size" and any `settings` given (training options, data description, history).
-    Returns the dict saved.
-    """
-    class_names = tuple(class_names)
-    if len(class_names) != model.num_classes:
-        raise ValueError(f"{len(class_names)} class names for a model of {model.num_classes} classes")
-    checkpoint = {"model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                  "model_config": dict(model.config), "class_names": class_names,
-                  "image_size": model.image_size, **settings}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(checkpoint, path)
-    return checkpoint
-
-
-def load_checkpoint(path: str | Path, class_names: Sequence[str] | None = None,
-                    device: str | torch.device | None = None) -> tuple[SSD, dict]:
-    """Rebuild the model saved by save_checkpoint: returns (model in eval mode on `device`, checkpoint dict).
-
-    class_names: if given, the checkpoint must have been trained for exactly these classes (in this
-    order); a ValueError says what differs otherwise.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(checkpoint, dict) or "model_state" not in checkpoint or "model_config" not in checkpoint:
-        raise ValueError(f"{path} is not an ssd_lite checkpoint (made by ssd_lite.train.save_checkpoint)")
-    saved_names = tuple(checkpoint["class_names"])
-    if class_names is not None and tuple(class_names) != saved_names:
-        raise ValueError(f"{path} was trained for the classes {saved_names}, not {tuple(class_names)}: "
-                         "its class scores would be read as the wrong objects. Train a model for your "
-                         "classes, or pass the checkpoint's own class names.")
-    model = build_model(**checkpoint["model_config"])
-    model.load_state_dict(checkpoint["model_state"])
-    return model.to(pick_device(device)).eval(), checkpoint
-
-
-# ---------------------------------------------------------------------------------------------------
-# The default model of the course (lessons 06 and 07).
-
-def default_model(num_classes: int, image_size: int = DEFAULT_IMAGE_SIZE) -> SSD:
-    """The course's model for simple objects: small_ssd with 4 maps (16, 8, 4, 2 at 128 px) and boxes
-    of scales 0.1 to 0.7 with aspect ratios 1, 2, 1/2, 3, 1/3 (6 per cell)."""
-    return small_ssd(num_classes, image_size=image_size, s_min=0.1, s_max=0.7, aspect_ratios=[(2, 3)] * 4)
-
+# A whole run from its settings: the default run of the course, and the command line.
 
 def default_settings() -> dict:
     """The training settings of the default run, as stored in its checkpoint (and compared on reuse)."""
-    return dict(data=dict(kind="shapes", seed=DEFAULT_SEED, num_images=DEFAULT_NUM_IMAGES,
+    return dict(model="default", backbone_weights=None, recipe="course",
+                data=dict(kind="shapes", seed=DEFAULT_SEED, num_images=DEFAULT_NUM_IMAGES,
                           image_size=DEFAULT_IMAGE_SIZE, held_out_seed=HELD_OUT_SEED,
                           held_out_num_images=HELD_OUT_NUM_IMAGES),
-                augmentation=dict(DEFAULT_AUGMENTATION), epochs=DEFAULT_EPOCHS, batch_size=DEFAULT_BATCH_SIZE,
-                lr=DEFAULT_LR,
-                weight_decay=DEFAULT_WEIGHT_DECAY, warmup=DEFAULT_WARMUP, seed=DEFAULT_SEED)
+                augmentation=dict(DEFAULT_AUGMENTATION), epochs=DEFAULT_EPOCHS, steps=None, time_budget=None,
+                batch_size=DEFAULT_BATCH_SIZE, optimiser="adamw", lr=DEFAULT_LR, momentum=None,
+                weight_decay=DEFAULT_WEIGHT_DECAY, warmup=DEFAULT_WARMUP, milestones=None, seed=DEFAULT_SEED,
+                loss="mining", cache_images=True)
 
-
-def train_default_model(path: str | Path | None = None, progress: bool = True,
-                        device: str | torch.device | None = None) -> tuple[SSD, dict]:
-    """The course's trained shapes model: load `path` if it holds a checkpoint of the default settings,
-    else train it (a few minutes on a CPU) and save it there. Returns (model in eval mode, checkpoint)."""
-    settings = default_settings()
-    if path is not None and Path(path).exists():
-        model, checkpoint = load_checkpoint(path, device=device)
-        if all(checkpoint.get(key) == value for key, value in settings.items()):
-            return model, checkpoint
-    torch.manual_seed(settings["seed"])
-    data = settings["data"]
-    shapes = ShapesDataset(data["num_images"], image_size=data["image_size"], seed=data["seed"])
-    model = default_model(len(shapes.class_names), data["image_size"])
-    augment = train_transform(data["image_size"], **settings["augmentation"])
-    dataset = CachedDataset(shapes, data["image_size"], augment, progress=progress)
-    started = time.perf_counter()
-    history = train(model, dataset, epochs=settings["epochs"], batch_size=settings["batch_size"],
-                    lr=settings["lr"], weight_decay=settings["weight_decay"], warmup=settings["warmup"],
-                    seed=settings["seed"], device=device, progress=progress)
-    settings["train_seconds"] = round(time.perf_counter() - started, 1)
-    checkpoint = {"class_names": shapes.class_names, **settings, "history": history}
-    if path is not None:
-        checkpoint = save_checkpoint(path, model, shapes.class_names, **settings, history=history)
-    return model, checkpoint
-
-
-# ---------------------------------------------------------------------------------------------------
-# Command line.
 
 def default_epochs(num_images: int, batch_size: int = DEFAULT_BATCH_SIZE) -> int:
     """Epochs giving about DEFAULT_STEPS steps on a data set of num_images (4 for the default shapes)."""
@@ -348,67 +409,435 @@ def default_epochs(num_images: int, batch_size: int = DEFAULT_BATCH_SIZE) -> int
     return max(round(DEFAULT_STEPS / steps_per_epoch), 1)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def make_model(name: str, num_classes: int, image_size: int, class_scores: str = "softmax",
+               backbone: tuple | None = None) -> SSD:
+    """The network a run trains: "default" (the course's small model, default_model) or "ssd300_vgg16"
+    (the paper's SSD300, 300 px), whose VGG16 part starts from `backbone` = (state dict, mean, std) from
+    vgg16_backbone_weights if given, with the input standardisation those weights expect."""
+    if name == "default":
+        return default_model(num_classes, image_size, class_scores=class_scores)
+    if backbone is None:
+        return ssd300_vgg16(num_classes, class_scores=class_scores)
+    state_dict, mean, std = backbone
+    model = ssd300_vgg16(num_classes, class_scores=class_scores, mean=mean, std=std)
+    load_vgg16_backbone(model, state_dict)
+    return model
+
+
+def training_images(data: dict, transform: Callable | None = None) -> Dataset:
+    """The training images `data` describes, with their `.class_names`: the built-in shapes, or one or more
+    VOC folders joined (labels from data["class_names"], or from the union of the folders' classes, sorted,
+    so that a class keeps one label in every folder)."""
+    if data["kind"] == "shapes":
+        return ShapesDataset(data["num_images"], image_size=data["image_size"], seed=data["seed"],
+                             transform=transform)
+    given = data.get("class_names")
+    folders = [VOCDataset(f["root"], f["split"], class_names=given, transform=transform) for f in data["folders"]]
+    if given is None:
+        union = ("background", *sorted({name for folder in folders for name in folder.class_names[1:]}))
+        folders = [folder if folder.class_names == union else
+                   VOCDataset(folder.root, folder.split, class_names=union, transform=transform) for folder in folders]
+    joined = ConcatDataset(folders)
+    joined.class_names = folders[0].class_names
+    return joined
+
+
+def prepare_run(settings: dict, progress: bool = True, backbone: tuple | None = None,
+                model_config: dict | None = None) -> tuple[SSD, Dataset, tuple[str, ...]]:
+    """The model and the augmented training set that `settings` describe: (model, dataset, class_names).
+
+    settings["data"]: {"kind": "shapes", "seed", "num_images", "image_size", ...} or {"kind": "voc",
+    "folders": [{"root", "split"}, ...], "class_names" (optional), "image_size"}; data["num_images"] is
+    filled in. settings["cache_images"]: keep the images in memory at the input size (CachedDataset, the
+    course), or read and augment them from their source at every step (the voc recipe).
+    backbone: see make_model. model_config: rebuild this model (a resumed run's) instead.
+    """
+    data, image_size = settings["data"], settings["data"]["image_size"]
+    augment = train_transform(image_size, **settings["augmentation"])
+    cache = settings.get("cache_images", True)
+    source = training_images(data, transform=None if cache else augment)
+    data["num_images"] = len(source)
+    class_names = tuple(source.class_names)
+    torch.manual_seed(settings["seed"])  # the model's initial weights
+    if model_config is not None:
+        model = build_model(**model_config)
+    else:
+        model = make_model(settings.get("model", "default"), len(class_names), image_size,
+                           CLASS_SCORES[settings["loss"]], backbone)
+    dataset = CachedDataset(source, image_size, augment, progress=progress) if cache else source
+    return model, dataset, class_names
+
+
+def run_training(settings: dict, path: str | Path | None = None, device: str | torch.device | None = None,
+                 progress: bool = True, num_workers: int | None = None, save_on_interrupt: bool = True,
+                 save_every: int | None = None, backbone: tuple | None = None, resume: dict | None = None,
+                 stop_after: float | None = None) -> tuple[SSD, dict]:
+    """Prepare, train and (if `path`) save the run that `settings` describe; returns (model, checkpoint).
+
+    settings: as `default_settings()`, with one of "epochs", "steps" and "time_budget" (none: about
+    DEFAULT_STEPS steps). The checkpoint at `path` is written atomically every `save_every` steps, when
+    training ends, and on Ctrl-C (marked "interrupted": True) unless save_on_interrupt is False, with
+    TrainingInterrupted raised then. Each holds the steps done ("steps_done"), whether the run reached its
+    end ("finished") and its state ("resume"), from which `resume` continues it.
+    backbone: see make_model. resume: the checkpoint dict (read_checkpoint) of the run to continue.
+    stop_after: end this call after that many seconds, even with steps left.
+    """
+    settings = {**settings, "data": dict(settings["data"])}
+    model, dataset, class_names = prepare_run(settings, progress, backbone,
+                                              model_config=resume["model_config"] if resume else None)
+    if resume is not None:
+        model.load_state_dict(resume["model_state"])
+    if all(settings.get(key) is None for key in ("epochs", "steps", "time_budget")):
+        settings["epochs"] = default_epochs(len(dataset), settings["batch_size"])
+    end = {}
+
+    def write(state: dict, **marks) -> dict:
+        record = {**settings, "history": state["history"], "steps_done": state["step"],
+                  "train_seconds": round(state["seconds"], 1), "finished": state["finished"], **marks}
+        if path is None:
+            return {"class_names": class_names, **record}
+        run_state = {key: value for key, value in state.items() if key != "history"}
+        return save_checkpoint(path, model, class_names, **record,
+                               **({"resume": run_state} if "optimiser" in state else {}))
+
+    def save(state: dict, final: bool) -> None:
+        if final:
+            end.update(state)  # written below, once train has returned
+        elif path is not None:
+            write(state)
+
+    try:
+        train(model, dataset, **_train_arguments(settings), num_workers=num_workers, device=device,
+              progress=progress, save_every=save_every, save=save, stop_after=stop_after,
+              resume={**resume["resume"], "history": resume["history"]} if resume else None)
+    except TrainingInterrupted as stop:
+        if path is not None and save_on_interrupt and stop.step > 0:
+            write(stop.state or {"step": stop.step, "history": stop.history, "seconds": 0.0, "finished": False},
+                  interrupted=True)
+        raise
+    return model, write(end)
+
+
+def _train_arguments(settings: dict) -> dict:
+    """The keyword arguments of `train` that `settings` fix."""
+    return dict(epochs=settings.get("epochs"), steps=settings.get("steps"), time_budget=settings.get("time_budget"),
+                batch_size=settings["batch_size"], lr=settings["lr"], weight_decay=settings["weight_decay"],
+                warmup=settings["warmup"], seed=settings["seed"], objective=OBJECTIVES[settings["loss"]],
+                optimiser_name=settings.get("optimiser", "adamw"), momentum=settings.get("momentum"),
+                milestones=settings.get("milestones"))
+
+
+def train_default_model(path: str | Path | None = None, progress: bool = True,
+                        device: str | torch.device | None = None) -> tuple[SSD, dict]:
+    """The course's trained shapes model: load `path` if it holds a checkpoint of the default settings,
+    else train it (a few minutes on a CPU) and save it there. Returns (model in eval mode, checkpoint).
+
+    Sets torch's CPU threads to the free cores first (ssd_lite.device.use_threads): on a busy machine,
+    one thread per core would make training many times slower.
+    """
+    settings = default_settings()
+    if path is not None and Path(path).exists():
+        model, checkpoint = load_checkpoint(path, device=device)
+        if all(checkpoint.get(key) == value for key, value in settings.items()):
+            return model, checkpoint
+    use_threads()
+    return run_training(settings, path, device=device, progress=progress)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Command line.
+
+def class_list(text: str) -> tuple[str, ...]:
+    """--classes: comma-separated, distinct names, or "voc" for the 20 Pascal VOC classes in their usual
+    order; "background" is label 0's and cannot be a class."""
+    if text.strip().lower() == "voc":
+        return ("background", *VOC_CLASS_NAMES)
+    names = [name.strip() for name in text.split(",")]
+    if not any(names):
+        raise argparse.ArgumentTypeError("needs at least one class name, e.g. --classes cat,dog")
+    if "" in names:
+        raise argparse.ArgumentTypeError(f"has an empty name in {text!r}: remove the extra comma")
+    if "background" in (name.lower() for name in names):
+        raise argparse.ArgumentTypeError("must not name 'background': label 0 is background already; "
+                                         "list only your object classes")
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise argparse.ArgumentTypeError(f"names {', '.join(duplicates)} more than once: each class once")
+    return ("background", *names)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m ssd_lite.train",
-        description="Train the course's small SSD on the built-in synthetic shapes, or on a Pascal VOC "
-                    "folder (split ImageSets/Main/train.txt), and save a checkpoint.")
-    parser.add_argument("--data", type=Path, default=None,
-                        help="a VOC folder (JPEGImages/, Annotations/, ImageSets/Main/train.txt); "
-                             "default: the built-in shapes")
-    parser.add_argument("--classes", default=None,
-                        help="comma-separated class names, e.g. cat,dog (default: those found in the "
-                             "annotations, sorted)")
+        description="Train SSD (the course's small model, or the paper's SSD300) on the built-in synthetic "
+                    "shapes or on Pascal VOC folders, and save a checkpoint; --resume continues a saved run. "
+                    "Flags left out take the recipe's value (--recipe).")
+    parser.add_argument("--model", choices=MODELS, default=None,
+                        help="default: the course's small CPU model (default); ssd300_vgg16: the paper's SSD300 "
+                             "(VGG16 base, 300x300 input)")
+    parser.add_argument("--recipe", choices=tuple(RECIPES), default=None,
+                        help=f"course (default): AdamW, lr {DEFAULT_LR}, batch {DEFAULT_BATCH_SIZE}, cosine "
+                             f"decay, light augmentation, {DEFAULT_IMAGE_SIZE} px; voc: the paper's SSD300 recipe, "
+                             f"SGD momentum 0.9, lr 1e-3, weight decay 5e-4, batch 32, {VOC_STEPS} steps with lr/10 "
+                             "at 80k and 100k, full augmentation, 300 px (see the module's documentation)")
+    parser.add_argument("--data", type=Path, action="append", default=None,
+                        help="a VOC folder (JPEGImages/, Annotations/, ImageSets/Main/<split>.txt); give it "
+                             "several times to train on several (e.g. VOC2007 and VOC2012); default: the "
+                             "built-in shapes")
+    parser.add_argument("--split", action="append", default=None,
+                        help="the split to train on (ImageSets/Main/<split>.txt): once for every --data "
+                             "folder, or once per folder in the same order (default: train)")
+    parser.add_argument("--classes", type=class_list, default=None,
+                        help="comma-separated class names, e.g. cat,dog, or 'voc' for the 20 Pascal VOC classes "
+                             "(default: those found in the annotations of all folders, sorted)")
     length = parser.add_mutually_exclusive_group()
-    length.add_argument("--epochs", type=int, default=None,
-                        help=f"passes over the data (default: about {DEFAULT_STEPS} steps, i.e. {DEFAULT_EPOCHS} "
-                             f"epochs of the {DEFAULT_NUM_IMAGES} built-in images)")
-    length.add_argument("--time-budget", type=float, default=None,
-                        help="train for this many seconds instead of a number of epochs (not reproducible)")
-    parser.add_argument("--out", type=Path, required=True, help="where to save the checkpoint (.pt)")
-    parser.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE,
-                        help=f"network input side in pixels, a multiple of 64 (default {DEFAULT_IMAGE_SIZE})")
-    parser.add_argument("--num-images", type=int, default=DEFAULT_NUM_IMAGES,
+    length.add_argument("--epochs", type=cli.positive_int, default=None,
+                        help=f"passes over the data (course recipe default: about {DEFAULT_STEPS} steps, i.e. "
+                             f"{DEFAULT_EPOCHS} epochs of the {DEFAULT_NUM_IMAGES} built-in images)")
+    length.add_argument("--steps", type=cli.positive_int, default=None,
+                        help=f"training steps (voc recipe default: {VOC_STEPS}); with --resume, the run's new total")
+    length.add_argument("--time-budget", type=cli.positive_float, default=None,
+                        help="train for this many seconds, the schedule following the clock (not "
+                             "reproducible); with --resume: this many more seconds")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="where to save the checkpoint (.pt); an existing file is replaced only if it "
+                             "is an ssd_lite checkpoint")
+    parser.add_argument("--image-size", type=cli.positive_int, default=None,
+                        help=f"network input side in pixels: for the default model a multiple of 64 (default "
+                             f"{DEFAULT_IMAGE_SIZE}); ssd300_vgg16 takes 300 only")
+    parser.add_argument("--num-images", type=cli.positive_int, default=None,
                         help=f"built-in shapes only: training images to generate (default {DEFAULT_NUM_IMAGES})")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
-    parser.add_argument("--lr", type=float, default=DEFAULT_LR, help=f"peak learning rate (default {DEFAULT_LR})")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    parser.add_argument("--workers", type=int, default=None,
+    parser.add_argument("--batch-size", type=cli.positive_int, default=None,
+                        help="images per step (default: the recipe's)")
+    parser.add_argument("--lr", type=cli.positive_float, default=None,
+                        help=f"peak learning rate (default: the recipe's, {DEFAULT_LR} for course)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help=f"seeds the weights, the data order and the augmentation (default {DEFAULT_SEED})")
+    parser.add_argument("--loss", choices=tuple(OBJECTIVES), default=None,
+                        help="mining: SSD's softmax loss with hard negative mining (default); focal: RetinaNet's "
+                             "focal loss over every default box, with sigmoid class scores (lesson 08)")
+    parser.add_argument("--backbone-weights", default=None, metavar="imagenet|PATH",
+                        help="ssd300_vgg16 only: start its VGG16 part from torchvision's ImageNet weights "
+                             "(imagenet: VGG16_Weights.IMAGENET1K_FEATURES, downloaded once into torch hub's "
+                             "cache) or from a file in torchvision's VGG16 layout (default: random weights)")
+    parser.add_argument("--save-every", type=cli.positive_int, default=None, metavar="N",
+                        help="also save the checkpoint (resumable) every N steps (default: only at the end "
+                             "and on Ctrl-C)")
+    parser.add_argument("--resume", type=Path, default=None, metavar="CKPT",
+                        help="continue the run saved in CKPT, exactly where it stopped (its settings are kept; "
+                             "default length: the steps or seconds it has left)")
+    parser.add_argument("--workers", type=cli.non_negative_int, default=None,
                         help="DataLoader worker processes (default: 0 on the CPU, 1 with CUDA)")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    parser.add_argument("--no-save-on-interrupt", action="store_true",
+                        help="on Ctrl-C, save nothing (default: save the steps trained so far, marked "
+                             "as interrupted, resumable)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    cli.add_common_flags(parser)
     args = parser.parse_args(argv)
+    _check_flags(parser, args)
+    return args
 
-    torch.manual_seed(args.seed)
+
+def _check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The checks that need several flags at once; each ends the program with a usage error."""
+    for folder in args.data or []:
+        if not folder.is_dir():
+            parser.error(f"--data must be a VOC folder, got {folder} (not a folder)")
+    if args.data is not None and args.split is not None and len(args.split) not in (1, len(args.data)):
+        parser.error(f"give --split once (for every folder) or once per --data folder ({len(args.data)}), "
+                     f"got {len(args.split)}")
+    if args.resume is not None:
+        return  # the run's own settings: resumed_settings compares the flags given with them
+    if args.data is None and args.classes is not None:
+        parser.error("--classes only applies to --data (the shapes' classes are fixed)")
+    if args.data is None and args.split is not None:
+        parser.error("--split only applies to --data")
+    model, recipe = args.model or "default", args.recipe or "course"
+    if model == "ssd300_vgg16" and args.image_size not in (None, 300):
+        parser.error(f"argument --image-size: --model ssd300_vgg16 takes 300x300 images (SSD300), got "
+                     f"{args.image_size}: leave --image-size out")
+    if model == "default":
+        size = args.image_size or RECIPES[recipe]["image_size"]
+        if size % 64 and args.image_size is None:
+            parser.error(f"--recipe {recipe} trains at {size} px, which the default model cannot take (it "
+                         "halves its input 6 times, so needs a multiple of 64): add --model ssd300_vgg16, or "
+                         "give --image-size (e.g. 320)")
+        if size % 64:
+            parser.error(f"argument --image-size: must be a multiple of 64 (the default model halves it 6 "
+                         f"times), got {size}")
+        if args.backbone_weights is not None:
+            parser.error("--backbone-weights loads VGG16 weights: it only applies to --model ssd300_vgg16")
+
+
+def voc_folder(root: Path, split: str) -> dict:
+    """How a run records one VOC folder: where it is, which split, and a fingerprint of the split's ids
+    (a resumed run must see the very same images). Reads only the split file."""
+    if not Path(root).is_dir():
+        raise FileNotFoundError(f"no VOC folder {root}")
+    ids = read_split(root, split)
+    return dict(root=str(Path(root).resolve()), split=split, num_images=len(ids),
+                ids_sha256=hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16])
+
+
+def settings_from_args(args: argparse.Namespace) -> dict:
+    """A new run's settings: the recipe's, with every flag given explicitly in their place."""
+    recipe = RECIPES[args.recipe or "course"]
+    model = args.model or "default"
+    image_size = args.image_size or (300 if model == "ssd300_vgg16" else recipe["image_size"])
+    seed = args.seed if args.seed is not None else DEFAULT_SEED
     if args.data is None:
-        if args.classes is not None:
-            parser.error("--classes only applies to --data (the shapes' classes are fixed)")
-        source = ShapesDataset(args.num_images, image_size=args.image_size, seed=args.seed)
-        data = dict(kind="shapes", seed=args.seed, num_images=args.num_images, image_size=args.image_size,
-                    held_out_seed=HELD_OUT_SEED + args.seed, held_out_num_images=HELD_OUT_NUM_IMAGES)
+        data = dict(kind="shapes", seed=seed, num_images=args.num_images or DEFAULT_NUM_IMAGES,
+                    image_size=image_size, held_out_seed=HELD_OUT_SEED + seed,
+                    held_out_num_images=HELD_OUT_NUM_IMAGES)
     else:
-        class_names = None
-        if args.classes is not None:
-            class_names = ("background", *[name.strip() for name in args.classes.split(",") if name.strip()])
-        source = VOCDataset(args.data, split="train", class_names=class_names)
-        data = dict(kind="voc", root=str(args.data.resolve()), split="train", num_images=len(source))
-    class_names = tuple(source.class_names)
-    model = default_model(len(class_names), args.image_size)
-    dataset = CachedDataset(source, args.image_size, train_transform(args.image_size, **DEFAULT_AUGMENTATION),
-                            progress=not args.no_progress)
-    if args.epochs is None and args.time_budget is None:
-        args.epochs = default_epochs(len(dataset), args.batch_size)
-    started = time.perf_counter()
-    history = train(model, dataset, epochs=args.epochs, time_budget=args.time_budget,
-                    batch_size=args.batch_size, lr=args.lr, seed=args.seed, num_workers=args.workers,
-                    device=args.device, progress=not args.no_progress)
-    seconds = time.perf_counter() - started
-    save_checkpoint(args.out, model, class_names, data=data, augmentation=dict(DEFAULT_AUGMENTATION),
-                    epochs=args.epochs, time_budget=args.time_budget, batch_size=args.batch_size, lr=args.lr, weight_decay=DEFAULT_WEIGHT_DECAY,
-                    warmup=DEFAULT_WARMUP, seed=args.seed, train_seconds=round(seconds, 1), history=history)
-    print(f"trained {len(history['loss'])} steps in {seconds:.0f} s, final loss {history['loss'][-1]:.3f}; "
-          f"saved {args.out}")
+        splits = args.split or ["train"]
+        splits = splits * len(args.data) if len(splits) == 1 else splits
+        data = dict(kind="voc", folders=[voc_folder(root, split) for root, split in zip(args.data, splits)],
+                    class_names=args.classes, image_size=image_size)
+    length_given = any(value is not None for value in (args.epochs, args.steps, args.time_budget))
+    backbone = args.backbone_weights
+    if backbone is not None and backbone != "imagenet":
+        backbone = str(Path(backbone).resolve())
+    return {**default_settings(), "model": model, "backbone_weights": backbone, "recipe": args.recipe or "course",
+            "data": data, "augmentation": dict(recipe["augmentation"]), "epochs": args.epochs,
+            "steps": args.steps if length_given else recipe["steps"], "time_budget": args.time_budget,
+            "batch_size": args.batch_size or recipe["batch_size"], "optimiser": recipe["optimiser"],
+            "lr": args.lr or recipe["lr"], "momentum": recipe["momentum"], "weight_decay": recipe["weight_decay"],
+            "warmup": recipe["warmup"], "milestones": recipe["milestones"], "seed": seed,
+            "loss": args.loss or "mining", "cache_images": recipe["cache_images"]}
+
+
+def resumed_settings(checkpoint: dict, args: argparse.Namespace) -> tuple[dict, float | None]:
+    """The settings to continue the run saved in `checkpoint`, and the seconds to stop after (or None).
+
+    The run keeps its settings: flags that describe it (--model, --classes, --data, --recipe, --lr, ...)
+    may be repeated but must agree with it (--data may name the same folders moved elsewhere); anything
+    else is refused here, before any work. Its length: by default the steps or seconds it has left;
+    --steps / --epochs give a new total; --time-budget T trains T more seconds (a run scheduled by the
+    clock is stretched to end then; one scheduled in steps stops then, to be resumed again).
+    """
+    path, state = args.resume, checkpoint.get("resume")
+    if state is None:
+        raise CheckpointError(f"{path} holds no training state to resume (saved by an ssd_lite older than "
+                              "--resume, or not by ssd_lite.train): start a new run instead")
+    settings = {key: checkpoint.get(key, value) for key, value in default_settings().items()}
+    _check_same_run(checkpoint, settings, args)
+    settings["data"] = _resumed_data(settings["data"], args)
+    stop_after, clock = None, settings["time_budget"] is not None
+    if args.steps is not None or args.epochs is not None:
+        if clock:
+            raise ValueError(f"{path} is a run scheduled by the clock (--time-budget): resume it with "
+                             "--time-budget, not a number of steps or epochs")
+        settings.update(steps=args.steps, epochs=args.epochs)
+    elif args.time_budget is not None:
+        if clock:
+            settings["time_budget"] = state["seconds"] + args.time_budget
+        else:
+            stop_after = args.time_budget
+    steps_per_epoch = max(state["num_items"] // state["batch_size"], 1)
+    total = settings["steps"] or (settings["epochs"] or 0) * steps_per_epoch
+    if (not clock and state["step"] >= total) or (clock and state["seconds"] >= settings["time_budget"]):
+        done = (f"{state['seconds']:.0f} s of {settings['time_budget']:.0f}" if clock else
+                f"{state['step']} steps of {total}")
+        raise ValueError(f"{path} has finished its run ({done}): nothing to resume. Train longer with "
+                         + ("--time-budget SECONDS" if clock else f"--steps (a new total above {state['step']})"))
+    return settings, stop_after
+
+
+def _check_same_run(checkpoint: dict, settings: dict, args: argparse.Namespace) -> None:
+    path = args.resume
+    backbone = args.backbone_weights
+    if backbone is not None and backbone != "imagenet":
+        backbone = str(Path(backbone).resolve())
+    recorded = {"model": (args.model, settings["model"]), "recipe": (args.recipe, settings["recipe"]),
+                "loss": (args.loss, settings["loss"]), "lr": (args.lr, settings["lr"]),
+                "batch_size": (args.batch_size, settings["batch_size"]), "seed": (args.seed, settings["seed"]),
+                "image_size": (args.image_size, settings["data"]["image_size"]),
+                "backbone_weights": (backbone, settings["backbone_weights"])}
+    if settings["data"]["kind"] == "shapes":
+        recorded["num_images"] = (args.num_images, settings["data"]["num_images"])
+    for key, (given, value) in recorded.items():
+        flag = "--" + key.replace("_", "-")
+        if given is not None and given != value:
+            raise ValueError(f"{flag} {given} does not match {path}, a run with {flag} {value}: a resumed run "
+                             f"keeps its settings (leave {flag} out, or start a new run)")
+    if args.classes is not None and tuple(args.classes) != tuple(checkpoint["class_names"]):
+        raise ValueError(f"--classes {','.join(args.classes[1:])} do not match {path}, trained for the classes "
+                         f"{','.join(checkpoint['class_names'][1:])}: a resumed run keeps its classes")
+
+
+def _resumed_data(data: dict, args: argparse.Namespace) -> dict:
+    """The resumed run's data: its own, at the places --data gives if they moved, checked to be the same."""
+    path = args.resume
+    if data["kind"] == "shapes":
+        if args.data is not None:
+            raise ValueError(f"{path} was trained on the built-in shapes, not on VOC folders: leave --data out")
+        return data
+    folders = data["folders"]
+    roots = args.data or [Path(folder["root"]) for folder in folders]
+    splits = args.split or [folder["split"] for folder in folders]
+    splits = splits * len(roots) if len(splits) == 1 else splits
+    if len(roots) != len(folders):
+        raise ValueError(f"{path} was trained on {len(folders)} VOC folder(s) "
+                         f"({', '.join(folder['root'] for folder in folders)}), but --data gives {len(roots)}")
+    resumed = []
+    for folder, root, split in zip(folders, roots, splits):
+        if not Path(root).is_dir():
+            raise FileNotFoundError(f"{path} was trained on {root}, which is no longer there: if it moved, give "
+                                    "its new place with --data")
+        current = voc_folder(root, split)
+        if current["ids_sha256"] != folder["ids_sha256"]:
+            raise ValueError(f"{root} (split {split}) lists other images than the run in {path} was trained on "
+                             f"({current['num_images']} now, {folder['num_images']} then): a resumed run must "
+                             "see the same images, in the same order")
+        resumed.append(current)
+    return {**data, "folders": resumed}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    # Every check that can fail before the work starts: the output path first.
+    if check_output_path(args.out):
+        print(f"note: {args.out} is an ssd_lite checkpoint; it will be replaced when training ends")
+    threads = use_threads(args.threads)
+    backbone, checkpoint, stop_after = None, None, None
+    if args.resume is not None:
+        checkpoint = read_checkpoint(args.resume)
+        settings, stop_after = resumed_settings(checkpoint, args)
+        state = checkpoint["resume"]
+        print(f"resuming {args.resume}: {state['step']} steps done ({state['seconds']:.0f} s of training)")
+    else:
+        settings = settings_from_args(args)
+        if settings["backbone_weights"] is not None:
+            # Read now, so that an offline machine or a wrong file is reported before any data is prepared.
+            backbone = vgg16_backbone_weights(settings["backbone_weights"])
+            print(f"VGG16 base from {settings['backbone_weights']}; inputs standardised with mean "
+                  f"{tuple(round(m, 5) for m in backbone[1])}, std {tuple(round(s, 5) for s in backbone[2])}")
+        elif settings["model"] == "ssd300_vgg16":
+            print("note: SSD300 starts from random weights; the paper's results need a pretrained VGG16 "
+                  "(--backbone-weights imagenet)")
+    progress = not args.no_progress
+    print(f"training on {pick_device(args.device)}, {threads} CPU thread(s)")
+    try:
+        model, saved = run_training(settings, args.out, device=args.device, progress=progress,
+                                    num_workers=args.workers, save_on_interrupt=not args.no_save_on_interrupt,
+                                    save_every=args.save_every, backbone=backbone, resume=checkpoint,
+                                    stop_after=stop_after)
+    except TrainingInterrupted as stop:
+        kept = stop.step > 0 and not args.no_save_on_interrupt
+        print(f"interrupted after {stop.step} steps; " +
+              (f"saved them to {args.out} (marked as interrupted; --resume {args.out} continues)" if kept
+               else "nothing saved"), file=sys.stderr)
+        return 130
+    history = saved["history"]
+    steps_before, seconds_before = (state["step"], state["seconds"]) if checkpoint else (0, 0)
+    print(f"trained {saved['steps_done'] - steps_before} steps in {saved['train_seconds'] - seconds_before:.0f} s, "
+          f"final loss {history['loss'][-1]:.3f}; saved {args.out}" +
+          (f" (the run: {saved['steps_done']} steps, {saved['train_seconds']:.0f} s)" if checkpoint else ""))
+    if not saved["finished"]:
+        print(f"the run is not finished: continue it with --resume {args.out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main, prog="python -m ssd_lite.train"))

@@ -3,7 +3,7 @@ import torch
 
 from ssd_lite.augment import eval_transform, train_transform
 from ssd_lite.boxes import check_boxes
-
+from ssd_lite.model import IMAGENET_MEAN
 
 
 def _sample(seed, num_boxes=3, height=96, width=128):
@@ -97,3 +97,16 @@ def test_reproducible_with_seed():
     torch.manual_seed(5)
     b = transform(image, target)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1]["boxes"], b[1]["boxes"])
+
+
+def test_zoom_out_fills_with_the_mean_the_model_subtracts():
+    """The canvas around a zoomed-out image is the model's IMAGENET_MEAN, so it standardises to ~0."""
+    torch.manual_seed(0)
+    zoom = train_transform(64, photometric=False, zoom_out=4.0, iou_crop=False, flip=False)
+    black = torch.zeros(3, 64, 64)
+    no_boxes = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
+    mean = torch.tensor(IMAGENET_MEAN)
+    corner_colours = [zoom(black, no_boxes)[0][:, corner, corner] for _ in range(20) for corner in (0, -1)]
+    # Each corner is either the image (black) or the canvas, and the canvas showed up at least once.
+    assert all(torch.allclose(c, mean, atol=1e-3) or c.abs().max() < 1e-3 for c in corner_colours)
+    assert any(torch.allclose(c, mean, atol=1e-3) for c in corner_colours)

@@ -1,11 +1,107 @@
-"""Tests for ssd_lite.data: the shapes generator, the VOC reader and writer, and the sample photos."""
+"""Tests for ssd_lite.data, ssd_lite.shapes and ssd_lite.voc: reading image files, batching, the shapes
+generator, the VOC reader and writer, and the sample photos."""
+import struct
+import zlib
+
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader
 
+from ssd_lite.augment import eval_transform
 from ssd_lite.boxes import check_boxes
-from ssd_lite.data import (PHOTOS_DIR, SHAPE_CLASS_NAMES, AnnotationError, ShapesDataset, VOCDataset,
-                           collate, load_photos, read_voc_annotation, write_voc)
+from ssd_lite.data import CachedDataset, ImageReadError, collate, load_image
+from ssd_lite.shapes import SHAPE_CLASS_NAMES, ShapesDataset
+from ssd_lite.voc import PHOTOS_DIR, AnnotationError, VOCDataset, load_photos, read_voc_annotation, write_voc
+
+
+# ---------------------------------------------------------------------------------------------------
+# load_image
+# ---------------------------------------------------------------------------------------------------
+
+def _png_16_bit_rgb(path, pixels: np.ndarray):
+    """Write (H, W, 3) uint16 pixels as a 16-bit-per-channel RGB PNG (PIL cannot write one itself)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    height, width, _ = pixels.shape
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)  # 16 bits, colour type 2 (RGB)
+    rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in pixels)  # filter 0 (none) per row
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+                     + chunk(b"IEND", b""))
+
+
+def _ramp_16_bit(height=6, width=10, channels=None) -> np.ndarray:
+    shape = (height, width) if channels is None else (height, width, channels)
+    return np.linspace(0, 65535, num=int(np.prod(shape))).round().astype(np.uint16).reshape(shape)
+
+
+def test_load_image_8_bit_modes_match_pil(tmp_path):
+    rgb = (np.random.default_rng(0).random((5, 7, 3)) * 255).astype(np.uint8)
+    for mode in ("RGB", "L", "RGBA", "P", "1"):
+        path = tmp_path / f"{mode}.png"
+        Image.fromarray(rgb).convert(mode).save(path)
+        expected = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1).float() / 255
+        image = load_image(path)
+        assert image.dtype == torch.float32 and image.shape == (3, 5, 7)
+        assert torch.equal(image, expected), mode
+
+
+def test_load_image_16_bit_greyscale(tmp_path):
+    grey = _ramp_16_bit()
+    path = tmp_path / "grey16.png"
+    Image.fromarray(grey).save(path)
+    assert Image.open(path).mode == "I;16"
+    image = load_image(path)  # was all white: PIL's convert("RGB") clips 16-bit values to 255
+    expected = torch.from_numpy(grey.astype(np.float32) / 65535)
+    assert image.shape == (3, 6, 10)
+    for channel in image:
+        assert torch.allclose(channel, expected, atol=1e-6)
+
+
+def test_load_image_32_bit_integer_mode(tmp_path):
+    """Mode "I" (how older PILs open 16-bit PNGs; also 32-bit TIFFs): 16-bit values scale by 65535,
+    values that do not fit 16 bits are refused rather than clipped to white."""
+    grey = _ramp_16_bit().astype(np.int32)
+    path = tmp_path / "grey32.tif"
+    Image.fromarray(grey).save(path)
+    assert Image.open(path).mode == "I"
+    assert torch.allclose(load_image(path)[0], torch.from_numpy(grey / 65535).float(), atol=1e-6)
+    Image.fromarray(grey * 4).save(path)
+    with pytest.raises(ImageReadError, match=r"grey32\.tif.*do not fit 16 bits"):
+        load_image(path)
+
+
+def test_load_image_16_bit_rgb(tmp_path):
+    rgb = _ramp_16_bit(channels=3)
+    path = tmp_path / "rgb16.png"
+    _png_16_bit_rgb(path, rgb)
+    # PIL keeps the top 8 bits of each 16-bit channel: within 1/255 of the exact value.
+    expected = torch.from_numpy(rgb.astype(np.float32) / 65535).permute(2, 0, 1)
+    assert (load_image(path) - expected).abs().max() <= 1 / 255
+
+
+def test_load_image_truncated_file_names_it(tmp_path):
+    path = tmp_path / "cut.jpg"
+    Image.fromarray(np.full((64, 64, 3), 128, dtype=np.uint8)).save(path)
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(ImageReadError, match=r"cut\.jpg: cannot read the image \(.*(?i:truncated)"):
+        load_image(path)
+
+
+def test_load_image_macos_resource_file_names_it(tmp_path):
+    """macOS leaves "._name.jpg" files (a few bytes of metadata) next to photos copied to other disks."""
+    path = tmp_path / "._photo.jpg"
+    path.write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        \x00\x02\x00\x00\x00\x09")
+    with pytest.raises(ImageReadError, match=r"\._photo\.jpg: cannot read the image") as error:
+        load_image(path)
+    assert isinstance(error.value, ValueError)
+
+
+def test_load_image_missing_file():
+    with pytest.raises(FileNotFoundError):
+        load_image("no/such/image.png")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -124,6 +220,31 @@ def test_collate_refuses_mixed_sizes():
     empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
     with pytest.raises(ValueError, match="one size"):
         collate([(torch.zeros(3, 8, 8), empty), (torch.zeros(3, 8, 9), empty)])
+
+
+def test_cached_dataset_keeps_resized_items_as_uint8():
+    shapes = ShapesDataset(4, image_size=80, seed=5)
+    cached = CachedDataset(shapes, 64)
+    assert len(cached) == 4 and cached.class_names == shapes.class_names
+    assert cached.images.dtype == torch.uint8 and cached.images.shape == (4, 3, 64, 64)
+    resize = eval_transform(64)
+    for i in range(4):
+        expected_image, expected_target = resize(*shapes[i])
+        image, target = cached[i]
+        assert (image - expected_image).abs().max() <= 0.5 / 255 + 1e-6  # uint8 rounding only
+        assert torch.equal(target["labels"], expected_target["labels"])
+        assert torch.allclose(target["boxes"], expected_target["boxes"])
+
+
+def test_cached_dataset_transform_runs_on_every_read():
+    reads = []
+
+    def count(image, target):
+        reads.append(1)
+        return image.flip(-1), target
+
+    cached = CachedDataset(ShapesDataset(2, image_size=64, seed=0), 64, transform=count)
+    assert torch.equal(cached[0][0], cached[0][0]) and len(reads) == 2
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -255,6 +376,28 @@ def test_read_dirty_annotations_name_file_and_problem(tmp_path, text, problem):
     assert isinstance(error.value, ValueError)
 
 
+@pytest.mark.parametrize("text, difficult", [
+    ("1", True), ("true", True), (" True ", True), ("YES", True), ("yes", True),
+    ("0", False), ("false", False), ("FALSE", False), ("no", False), ("", False), (" 0\n", False),
+])
+def test_read_difficult_common_spellings(tmp_path, text, difficult):
+    path = _write(tmp_path, _annotation(_object(difficult=text)))
+    assert read_voc_annotation(path)["objects"][0]["difficult"] is difficult
+
+
+def test_read_difficult_absent_means_not_difficult(tmp_path):
+    path = _write(tmp_path, _annotation(_object().replace("<difficult>0</difficult>", "")))
+    assert read_voc_annotation(path)["objects"][0]["difficult"] is False
+
+
+@pytest.mark.parametrize("text", ["2", "maybe", "1.0", "y"])
+def test_read_difficult_other_values_are_refused(tmp_path, text):
+    path = _write(tmp_path, _annotation(_object() + _object("cat", difficult=text)))
+    with pytest.raises(AnnotationError, match=rf"000012\.xml: object 2 \('cat'\): <difficult> must be 0 or 1.*"
+                                              rf"got {text!r}"):
+        read_voc_annotation(path)
+
+
 def _voc_folder(tmp_path, annotations: dict, split_ids=None, images=True):
     """A small VOC folder: annotations maps id -> XML text; each gets a 100x80 image unless images=False."""
     from PIL import Image
@@ -324,6 +467,33 @@ def test_dataset_image_size_must_match_annotation(tmp_path):
     root = _voc_folder(tmp_path, {"a": _annotation(_object(), size=wrong_size)})
     ds = VOCDataset(root)
     with pytest.raises(AnnotationError, match=r"a\.xml: <size> says 120x80, but .*a\.jpg is 100x80"):
+        ds[0]
+
+
+def test_dataset_reads_16_bit_png(tmp_path):
+    root = _voc_folder(tmp_path, {"a": _annotation(_object())}, images=False)
+    grey = _ramp_16_bit(height=80, width=100)
+    Image.fromarray(grey).save(root / "JPEGImages" / "a.png")
+    image, _ = VOCDataset(root)[0]  # was all white, as in load_image
+    assert torch.allclose(image[1], torch.from_numpy(grey.astype(np.float32) / 65535), atol=1e-6)
+
+
+def test_dataset_finds_every_image_extension(tmp_path):
+    files = {"a": ("a.bmp", "BMP"), "b": ("b.PNG", "PNG"), "c": ("c.JPEG", "JPEG")}
+    root = _voc_folder(tmp_path, {image_id: _annotation(_object()) for image_id in files}, images=False)
+    for name, image_format in files.values():
+        Image.new("RGB", (100, 80), "gray").save(root / "JPEGImages" / name, format=image_format)
+    ds = VOCDataset(root)
+    assert [p.name.lower() for p in ds.image_files] == ["a.bmp", "b.png", "c.jpeg"]  # any file system
+    assert all(image.shape == (3, 80, 100) for image, _ in ds)
+
+
+def test_dataset_broken_image_names_the_file(tmp_path):
+    root = _voc_folder(tmp_path, {"a": _annotation(_object())})
+    image_file = root / "JPEGImages" / "a.jpg"
+    image_file.write_bytes(image_file.read_bytes()[:200])
+    ds = VOCDataset(root)
+    with pytest.raises(ImageReadError, match=r"JPEGImages/a\.jpg: cannot read the image"):
         ds[0]
 
 

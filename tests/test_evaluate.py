@@ -251,11 +251,24 @@ def test_class_matches_feeds_precision_recall():
 
 
 def test_to_coco_pixels():
-    ground_truth, results = to_coco([image([B], [2], scores=[0.5])], [image([A], [1])], [(200, 100)], num_classes=3)
+    # (width, height) = (100, 200), the convention of the whole course (PIL, detect's JSON).
+    ground_truth, results = to_coco([image([B], [2], scores=[0.5])], [image([A], [1])], [(100, 200)], num_classes=3)
     assert ground_truth["annotations"][0]["bbox"] == pytest.approx([10.0, 20.0, 30.0, 60.0])
     assert ground_truth["annotations"][0]["area"] == pytest.approx(1800.0)
     assert results[0]["bbox"] == pytest.approx([50.0, 100.0, 40.0, 80.0]) and results[0]["category_id"] == 2
     assert [c["id"] for c in ground_truth["categories"]] == [1, 2]
+    assert ground_truth["images"][0]["width"] == 100 and ground_truth["images"][0]["height"] == 200
+
+
+def test_to_coco_and_detect_json_agree_on_image_sizes():
+    """One (width, height) convention: the same detection becomes the same pixel box in both formats."""
+    from ssd_lite.detect import detections_to_json
+    found = {"boxes": torch.tensor([[0.1, 0.2, 0.5, 0.6]]), "scores": torch.tensor([0.9]),
+             "labels": torch.tensor([1])}
+    size = (300, 100)  # a wide image
+    x_min, y_min, x_max, y_max = detections_to_json([found], ["a.jpg"], [size], ["background", "a"])[0]["box"]
+    _, results = to_coco([found], [image([], [])], [size], num_classes=2)
+    assert results[0]["bbox"] == pytest.approx([x_min, y_min, x_max - x_min, y_max - y_min])
 
 
 # ---------------------------------------------------------------- agreement with pycocotools
@@ -300,7 +313,7 @@ def pycocotools_map(detections, targets, num_classes, image_sizes=None):
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    image_sizes = image_sizes or [(IMAGE_HEIGHT, IMAGE_WIDTH)] * len(targets)
+    image_sizes = image_sizes or [(IMAGE_WIDTH, IMAGE_HEIGHT)] * len(targets)
     ground_truth_json, results = to_coco(detections, targets, image_sizes, num_classes)
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
         ground_truth = COCO()
@@ -351,8 +364,10 @@ def test_agrees_with_pycocotools(seed):
 
 @pytest.fixture(scope="module")
 def untrained_checkpoint(tmp_path_factory):
-    from ssd_lite.data import ShapesDataset
-    from ssd_lite.train import default_model, default_settings, save_checkpoint
+    from ssd_lite.shapes import ShapesDataset
+    from ssd_lite.checkpoint import save_checkpoint
+    from ssd_lite.model import default_model
+    from ssd_lite.train import default_settings
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("evaluate") / "untrained.pt"
@@ -372,7 +387,8 @@ def test_command_line_on_held_out_shapes(untrained_checkpoint, capsys):
 
 
 def test_command_line_on_voc_folder(untrained_checkpoint, tmp_path, capsys):
-    from ssd_lite.data import ShapesDataset, write_voc
+    from ssd_lite.shapes import ShapesDataset
+    from ssd_lite.voc import write_voc
     from ssd_lite.evaluate import main
 
     write_voc(ShapesDataset(2, seed=5), tmp_path / "voc", split="val")

@@ -1,7 +1,8 @@
 """The exercise checkers and the student copies of the lessons.
 
 Every checker must accept ssd_lite's own function, reject plausible wrong answers (each defined
-below), report an unattempted exercise kindly, and never raise on a wrong answer. The student copies
+below), report an unattempted exercise kindly, and never raise on a wrong answer, whatever the reader's
+code does (loop forever, print a flood, exit, change its input). The student copies
 must be up to date, hold no solutions, and run: their exercise sections are executed in a fresh kernel.
 """
 from __future__ import annotations
@@ -9,6 +10,11 @@ from __future__ import annotations
 import json
 import math
 import re
+import runpy
+import signal
+import sys
+import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -16,6 +22,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
+from ssd_lite import _checking, student_copies
 from ssd_lite import exercises as ex
 from ssd_lite.boxes import VARIANCES, box_iou, cxcywh_to_xyxy, encode, xyxy_to_cxcywh
 from ssd_lite.evaluate import average_precision, precision_recall
@@ -23,6 +30,7 @@ from ssd_lite.loss import hard_negative_mining, multibox_loss, smooth_l1
 from ssd_lite.matching import match
 from ssd_lite.nms import batched_nms, nms
 from ssd_lite.priors import cell_default_boxes, prior_scales
+from ssd_lite.student_copies import SolutionFormatError
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -393,13 +401,13 @@ def test_every_checker_of_the_contract_is_tested():
 @pytest.mark.parametrize("name", CHECKERS)
 def test_checker_accepts_the_reference(name, capsys):
     reference = CHECKERS[name][0]
-    assert getattr(ex, name)(reference) is True
+    assert getattr(ex, name)(reference)
     assert capsys.readouterr().out.startswith("✓ Correct: passed all ")
 
 
 @pytest.mark.parametrize("name, wrong", WRONG_ANSWERS, ids=[wrong.__name__ for _, wrong in WRONG_ANSWERS])
 def test_checker_rejects_a_plausible_wrong_answer(name, wrong, capsys):
-    assert getattr(ex, name)(wrong) is False
+    assert not getattr(ex, name)(wrong)
     out = capsys.readouterr().out
     assert out.startswith("✗ Not yet:")
     assert "expected" in out and "Traceback" not in out
@@ -411,7 +419,7 @@ def test_checker_reports_the_placeholder_kindly(name, capsys):
         # YOUR CODE HERE
         raise NotImplementedError("Exercise: write your code here")
 
-    assert getattr(ex, name)(my_answer) is False
+    assert not getattr(ex, name)(my_answer)
     assert capsys.readouterr().out == ("Not attempted yet: replace `raise NotImplementedError` in my_answer "
                                        "with your code.\n")
 
@@ -419,7 +427,7 @@ def test_checker_reports_the_placeholder_kindly(name, capsys):
 @pytest.mark.parametrize("name", CHECKERS)
 @pytest.mark.parametrize("answer", [None, torch.zeros(7, 3), "text", (torch.zeros(2),)])
 def test_checker_survives_a_wrong_type_or_shape(name, answer, capsys):
-    assert getattr(ex, name)(lambda *args, **kwargs: answer) is False
+    assert not getattr(ex, name)(lambda *args, **kwargs: answer)
     out = capsys.readouterr().out
     assert out.startswith("✗ Not yet:") and "Traceback" not in out
     if answer is None:
@@ -432,7 +440,7 @@ def test_checker_reports_an_exception_without_traceback(name, capsys):
         values = args[0]
         return values[:, :, :, 99]  # too many indices for any input
 
-    assert getattr(ex, name)(my_answer) is False
+    assert not getattr(ex, name)(my_answer)
     out = capsys.readouterr().out
     assert "raised IndexError" in out or "raised TypeError" in out
     assert "at line 3 of my_answer: return values[:, :, :, 99]" in out
@@ -453,7 +461,7 @@ def test_failure_report_shows_the_smallest_failing_case(capsys):
 
 
 def test_checker_needs_the_function_not_its_result(capsys):
-    assert ex.check_iou(torch.zeros(1, 1)) is False
+    assert not ex.check_iou(torch.zeros(1, 1))
     assert "needs your function itself" in capsys.readouterr().out
 
 
@@ -507,9 +515,9 @@ def test_mining_check_accepts_any_tie_break():
     expected = hard_negative_mining(conf_loss, labels, 1)  # one of the two tied negatives
     other = torch.tensor([[False, True, True, False]]) ^ expected
     assert not torch.equal(other, expected)
-    assert ex._compare_mining(expected, other, conf_loss, labels) is None
+    assert _checking._compare_mining((expected, (conf_loss, labels, 1)), other) is None
     wrong = torch.tensor([[False, False, False, True]])
-    assert "hardest" in ex._compare_mining(expected, wrong, conf_loss, labels)
+    assert "hardest" in _checking._compare_mining((expected, (conf_loss, labels, 1)), wrong)[0]
 
 
 def test_check_average_precision_can_be_limited_to_one_interpolation(capsys):
@@ -518,6 +526,164 @@ def test_check_average_precision_can_be_limited_to_one_interpolation(capsys):
 
     assert ex.check_average_precision(eleven_point_only, interpolations=("11point",))
     assert not ex.check_average_precision(eleven_point_only)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Careless code must not break the checker: endless loops, floods of prints, exits, mutated inputs
+# ---------------------------------------------------------------------------------------------------
+
+def test_checker_stops_an_endless_loop(monkeypatch, capsys):
+    monkeypatch.setattr(_checking, "TIME_LIMIT_S", 0.2)
+
+    def my_iou(boxes1, boxes2):
+        while True:
+            try:
+                pass
+            except Exception:  # a catch-all in the reader's loop must not swallow the time-out
+                pass
+
+    started = time.monotonic()
+    assert not ex.check_iou(my_iou)
+    assert time.monotonic() - started < 2  # stopped on the first case, not after every case
+    out = capsys.readouterr().out
+    assert out.startswith("✗ Not yet: my_iou took longer than 0.2 s on case 1 of 12 (identical boxes) "
+                          "and was stopped:")
+    assert "did not finish: is there a loop that never ends?" in out
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="SIGALRM is POSIX only")
+def test_time_limit_puts_back_the_previous_alarm_handler_and_timer(capsys):
+    alarms = []
+
+    def handler(signum, frame):
+        alarms.append(signum)
+
+    previous = signal.signal(signal.SIGALRM, handler)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.5)
+        assert ex.check_iou(box_iou)
+        assert signal.getsignal(signal.SIGALRM) is handler
+        remaining, _ = signal.getitimer(signal.ITIMER_REAL)
+        assert 0 < remaining <= 0.5  # still counting down to when it was due
+        time.sleep(remaining + 0.05)
+        assert alarms == [signal.SIGALRM]
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_checker_shows_only_the_start_of_what_the_function_prints(capsys):
+    def my_iou(boxes1, boxes2):
+        for i in range(3000):
+            print("debugging", i)
+        return box_iou(boxes1, boxes2) * 2
+
+    assert not ex.check_iou(my_iou)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) < 20
+    assert lines[0].startswith("✗ Not yet:") and "  received: tensor([[2.]])" in lines
+    assert lines[-7:] == ["  my_iou printed, on this case:", "    debugging 0", "    debugging 1", "    debugging 2",
+                          "    debugging 3", "    debugging 4", "    ... 2995 more lines"]
+
+    def chatty_but_right(boxes1, boxes2):
+        print("computing", file=sys.stderr)
+        return box_iou(boxes1, boxes2)
+
+    assert ex.check_iou(chatty_but_right)
+    captured = capsys.readouterr()
+    assert captured.out == "✓ Correct: passed all 12 cases.\n" and captured.err == ""
+
+
+class UnprintableError(Exception):
+    def __str__(self):
+        raise RuntimeError("no message for you")
+
+
+def _exits(boxes1, boxes2):
+    sys.exit()
+
+
+def _raises_system_exit(boxes1, boxes2):
+    raise SystemExit(2)
+
+
+def _raises_unprintable(boxes1, boxes2):
+    raise UnprintableError
+
+
+class _Unprintable:
+    def __repr__(self):
+        raise RuntimeError("no repr either")
+
+
+@pytest.mark.parametrize("my_iou, message", [
+    (_exits, "_exits raised SystemExit (sys.exit() or exit() would end the whole program: return the answer"),
+    (_raises_system_exit, "_raises_system_exit raised SystemExit: 2 (sys.exit()"),
+    (_raises_unprintable, "_raises_unprintable raised UnprintableError: <UnprintableError object; its str() raised "
+                          "RuntimeError>"),
+    (lambda boxes1, boxes2: _Unprintable(), "<lambda> returned a _Unprintable, expected a torch.Tensor"),
+])
+def test_checker_reports_exits_and_unprintable_errors(my_iou, message, capsys):
+    assert not ex.check_iou(my_iou)
+    out = capsys.readouterr().out
+    assert out.startswith("✗ Not yet: 12 of 12 cases failed.") and message in out and "Traceback" not in out
+
+
+def test_checker_lets_the_stop_button_through(capsys):
+    def my_iou(boxes1, boxes2):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        ex.check_iou(my_iou)
+
+
+def test_checker_rejects_a_right_answer_that_changed_a_list_argument(capsys):
+    def my_num_default_boxes(feature_map_sizes, boxes_per_location):
+        total = 0
+        while feature_map_sizes:  # empties the caller's lists
+            total += feature_map_sizes.pop() ** 2 * boxes_per_location.pop()
+        return total
+
+    assert not ex.check_num_default_boxes(my_num_default_boxes)
+    out = capsys.readouterr().out
+    assert ("my_num_default_boxes gave the right answer but changed its input argument `feature_map_sizes` in "
+            "place: work on a copy (e.g. `list(feature_map_sizes)`)") in out
+
+
+def test_checker_rejects_a_change_deep_inside_an_argument(capsys):
+    def reference(nested):
+        return float(nested[0]["weights"].sum())
+
+    def changes_nested_tensor(nested):
+        nested[0]["weights"] += 0  # unchanged: fine
+        answer = reference(nested)
+        nested[0]["weights"][1] = 5.0
+        return answer
+
+    cases = [_checking.Case(([{"weights": torch.tensor([1.0, 2.0])}],), "a list of dicts of tensors")]
+    assert _checking._run_checks("check_sum", reference, cases, reference, _checking._compare_float, ("nested",))
+    assert not _checking._run_checks("check_sum", changes_nested_tensor, cases, reference, _checking._compare_float,
+                                     ("nested",))
+    assert "changed its input argument `nested` in place" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_checker_names_a_half_precision_answer_instead_of_calling_it_wrong(dtype, capsys):
+    assert not ex.check_iou(lambda boxes1, boxes2: box_iou(boxes1, boxes2).to(dtype))
+    assert not ex.check_localization_loss(lambda *args: localization_loss(*args).to(dtype))
+    assert not ex.check_prior_scales(lambda *args: torch.tensor(prior_scales(*args), dtype=dtype))
+    out = capsys.readouterr().out
+    assert out.count(f"of dtype {dtype}, expected float32 (or float64): {dtype} keeps too few digits") == 3
+    assert "wrong value" not in out
+
+
+def test_check_result_is_true_or_false_and_shows_nothing_in_a_notebook(capsys):
+    from IPython.core.formatters import DisplayFormatter
+
+    passed, failed = ex.check_iou(box_iou), ex.check_iou(iou_without_clamp)
+    assert passed and not failed and passed.passed is True and failed.passed is False
+    assert repr(passed) == "CheckResult(passed=True)"
+    assert DisplayFormatter().format(passed) == ({}, {})  # what IPython would echo as Out[...]: nothing
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -550,7 +716,7 @@ def test_student_copy_replaces_solutions_and_clears_outputs():
                        _cell("code", SOLUTION, nbgrader="ex00-double"))
     lesson["metadata"]["widgets"] = {"state": {}}
     lesson["cells"][1]["metadata"]["execution"] = {"iopub.status.busy": "2026-01-01T00:00:00"}
-    student = ex.student_notebook(lesson, "00_test.ipynb")
+    student = student_copies.student_notebook(lesson, "00_test.ipynb")
     assert "".join(student["cells"][2]["source"]) == (
         'def my_double(x):\n    """Twice x."""\n    # YOUR CODE HERE\n'
         '    raise NotImplementedError("Exercise: write your code here")')
@@ -567,7 +733,7 @@ def test_student_copy_replaces_solutions_and_clears_outputs():
 
 def test_student_copy_keeps_nested_indentation():
     source = "def f(x):\n    if x:\n        ### BEGIN SOLUTION\n        return 1\n        ### END SOLUTION\n    return 0"
-    assert ex.strip_solutions(source, "cell") == (
+    assert student_copies.strip_solutions(source, "cell") == (
         'def f(x):\n    if x:\n        # YOUR CODE HERE\n'
         '        raise NotImplementedError("Exercise: write your code here")\n    return 0')
 
@@ -583,8 +749,8 @@ def test_student_copy_keeps_nested_indentation():
 ])
 def test_student_tool_refuses_malformed_regions(source, message):
     lesson = _notebook(_cell("markdown", "# Title"), _cell("code", source, nbgrader="ex03-bad"))
-    with pytest.raises(ex.SolutionFormatError, match=re.escape(message)) as error:
-        ex.student_notebook(lesson, "notebooks/03_x.ipynb")
+    with pytest.raises(SolutionFormatError, match=re.escape(message)) as error:
+        student_copies.student_notebook(lesson, "notebooks/03_x.ipynb")
     assert "notebooks/03_x.ipynb, cell 1 (ex03-bad)" in str(error.value)
 
 
@@ -592,17 +758,17 @@ def test_student_tool_refuses_markers_quoted_in_text():
     """nbgrader would take the quoted markers for a solution region and fail on the lesson."""
     lesson = _notebook(_cell("markdown", "## Exercises\nWrite your code between `### BEGIN SOLUTION` and "
                                          "`### END SOLUTION`."))
-    with pytest.raises(ex.SolutionFormatError, match=r"07_x.ipynb, cell 0: line 2 mentions a solution marker"):
-        ex.student_notebook(lesson, "07_x.ipynb")
+    with pytest.raises(SolutionFormatError, match=r"07_x.ipynb, cell 0: line 2 mentions a solution marker"):
+        student_copies.student_notebook(lesson, "07_x.ipynb")
 
 
 def test_student_tool_refuses_a_solution_without_nbgrader_metadata():
     lesson = _notebook(_cell("code", SOLUTION))
-    with pytest.raises(ex.SolutionFormatError, match=r"05_x.ipynb, cell 0: has a solution region but no nbgrad"):
-        ex.student_notebook(lesson, "05_x.ipynb")
+    with pytest.raises(SolutionFormatError, match=r"05_x.ipynb, cell 0: has a solution region but no nbgrad"):
+        student_copies.student_notebook(lesson, "05_x.ipynb")
     lesson = _notebook(_cell("code", "def f():\n    return 1", nbgrader="ex05-f"))
-    with pytest.raises(ex.SolutionFormatError, match="marked as an nbgrader solution cell but has no"):
-        ex.student_notebook(lesson, "05_x.ipynb")
+    with pytest.raises(SolutionFormatError, match="marked as an nbgrader solution cell but has no"):
+        student_copies.student_notebook(lesson, "05_x.ipynb")
 
 
 def test_student_command_writes_deterministic_copies_and_checks_them(tmp_path, capsys):
@@ -611,23 +777,41 @@ def test_student_command_writes_deterministic_copies_and_checks_them(tmp_path, c
     (lessons / "00_a.ipynb").write_text(json.dumps(_notebook(_cell("code", SOLUTION, nbgrader="ex00-d"))))
     (lessons / "scratch.ipynb").write_text(json.dumps(_notebook()))  # not a lesson: not copied
     out = lessons / "student"
-    assert ex.main(["student", "--notebooks", str(lessons), "--check"]) == 1  # nothing written yet
-    assert ex.main(["student", "--notebooks", str(lessons)]) == 0
+    assert student_copies.main(["--notebooks", str(lessons), "--check"]) == 1  # nothing written yet
+    assert student_copies.main(["--notebooks", str(lessons)]) == 0
     first = (out / "00_a.ipynb").read_bytes()
     assert sorted(path.name for path in out.iterdir()) == ["00_a.ipynb"]
-    assert ex.main(["student", "--notebooks", str(lessons), "--out", str(out)]) == 0
+    assert student_copies.main(["--notebooks", str(lessons), "--out", str(out)]) == 0
     assert (out / "00_a.ipynb").read_bytes() == first
-    assert ex.main(["student", "--notebooks", str(lessons), "--check"]) == 0
+    assert student_copies.main(["--notebooks", str(lessons), "--check"]) == 0
     (lessons / "00_a.ipynb").write_text(json.dumps(_notebook(_cell("code", "x = 1"))))
-    assert ex.main(["student", "--notebooks", str(lessons), "--check"]) == 1
+    assert student_copies.main(["--notebooks", str(lessons), "--check"]) == 1
     assert "00_a.ipynb is out of date" in capsys.readouterr().err
 
 
 def test_student_command_names_the_broken_notebook(tmp_path, capsys):
     (tmp_path / "02_b.ipynb").write_text(json.dumps(_notebook(_cell("code", "def f():\n    ### BEGIN SOLUTION",
                                                                     nbgrader="ex02-f"))))
-    assert ex.main(["student", "--notebooks", str(tmp_path)]) == 1
+    assert student_copies.main(["--notebooks", str(tmp_path)]) == 1
     assert "02_b.ipynb, cell 0 (ex02-f): ### BEGIN SOLUTION on line 2 has no" in capsys.readouterr().err
+
+
+def test_old_student_command_still_works(tmp_path, monkeypatch, capsys):
+    """`python -m ssd_lite.exercises student ...` forwards to `python -m ssd_lite.student_copies ...`."""
+    (tmp_path / "00_a.ipynb").write_text(json.dumps(_notebook(_cell("code", SOLUTION, nbgrader="ex00-d"))))
+
+    def run(*arguments):
+        monkeypatch.setattr(sys, "argv", ["exercises.py", *arguments])
+        with warnings.catch_warnings(), pytest.raises(SystemExit) as exit:
+            warnings.simplefilter("ignore", RuntimeWarning)  # runpy: the module is already imported
+            runpy.run_module("ssd_lite.exercises", run_name="__main__")
+        return exit.value.code
+
+    assert run("student", "--notebooks", str(tmp_path), "--check") == 1
+    assert run("student", "--notebooks", str(tmp_path)) == 0
+    assert "Wrote 1 student copies" in capsys.readouterr().out
+    assert run("student", "--notebooks", str(tmp_path), "--check") == 0
+    assert run("--check") not in (0, None)  # the `student` word is still required
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -656,7 +840,7 @@ def test_lesson_exercises_follow_the_notebook_standard(lesson):
     cells = _load(path)["cells"]
     start = _exercises_start(_load(path), path)
     for index, cell in enumerate(cells):  # nbgrader takes any line mentioning a marker for one
-        ex._check_marker_mentions(_text(cell), f"{path.name}, cell {index}")
+        student_copies._check_marker_mentions(_text(cell), f"{path.name}, cell {index}")
     section = cells[start + 1:]
     assert section and section[0]["cell_type"] == "code", "the exercises start with one cell of imports"
     assert "nbgrader" not in section[0]["metadata"] and "BEGIN SOLUTION" not in _text(section[0])
@@ -685,18 +869,18 @@ def test_lesson_exercises_follow_the_notebook_standard(lesson):
 def test_student_copies_are_up_to_date(tmp_path):
     missing = [lesson for lesson in LESSONS if not (NOTEBOOKS / f"{lesson}.ipynb").exists()]
     assert not missing, f"lessons missing: {missing}"
-    ex.write_student_copies(NOTEBOOKS, tmp_path)
+    student_copies.write_student_copies(NOTEBOOKS, tmp_path)
     fresh = {path.name: path.read_bytes() for path in tmp_path.glob("*.ipynb")}
     committed = {path.name: path.read_bytes() for path in STUDENT.glob("*.ipynb")}
     assert sorted(committed) == sorted(fresh), "notebooks/student/ holds other files than the lessons' copies"
     stale = [name for name in fresh if committed[name] != fresh[name]]
-    assert not stale, f"student copies out of date: {stale}; run `python -m ssd_lite.exercises student`"
+    assert not stale, f"student copies out of date: {stale}; run `python -m ssd_lite.student_copies`"
 
 
 @pytest.mark.parametrize("lesson", LESSONS)
 def test_student_copy_holds_no_solution_and_matches_the_lesson_before_the_exercises(lesson):
     path = STUDENT / f"{lesson}.ipynb"
-    assert path.exists(), f"{path} is missing; run `python -m ssd_lite.exercises student`"
+    assert path.exists(), f"{path} is missing; run `python -m ssd_lite.student_copies`"
     student, complete = _load(path), _load(NOTEBOOKS / f"{lesson}.ipynb")
     for cell in student["cells"]:  # (the lesson text may quote the markers; no line may start with one)
         assert not any(line.strip().startswith(("### BEGIN SOLUTION", "### END SOLUTION"))
@@ -744,7 +928,7 @@ def test_student_copy_exercises_run_and_report_not_attempted(lesson, kernel_mana
     import nbformat
 
     path = STUDENT / f"{lesson}.ipynb"
-    assert path.exists(), f"{path} is missing; run `python -m ssd_lite.exercises student`"
+    assert path.exists(), f"{path} is missing; run `python -m ssd_lite.student_copies`"
     notebook = nbformat.read(path, as_version=4)
     start = _exercises_start(notebook, path)
     notebook.cells = [nbformat.v4.new_code_cell("%reset -f")] + notebook.cells[start:]
@@ -758,3 +942,480 @@ def test_student_copy_exercises_run_and_report_not_attempted(lesson, kernel_mana
         if cell.metadata.get("nbgrader", {}).get("grade_id", "").endswith("-check"):
             printed = "".join(output.get("text", "") for output in cell.outputs)
             assert "Not attempted yet" in printed, f"{lesson}, {cell.metadata.nbgrader.grade_id}: {printed!r}"
+            # The verdict alone: no `False` echoed under it.
+            assert [output.output_type for output in cell.outputs] == ["stream"], cell.outputs
+
+
+# ---------------------------------------------------------------------------------------------------
+# Lesson 01's checkers: the Caffe recipe for scales, where a default box sits, SSD512's two grids
+# ---------------------------------------------------------------------------------------------------
+
+from ssd_lite.priors import (SSD300_ASPECT_RATIOS, SSD300_FEATURE_MAP_SIZES, SSD300_SCALES,  # noqa: E402
+                             boxes_per_location, default_boxes)
+
+
+def caffe_scales_not_rounded(num_feature_maps, first_scale, s_min, s_max):
+    step = (s_max - s_min) / (num_feature_maps - 2)
+    return [first_scale] + [s_min + step * k for k in range(num_feature_maps)]
+
+
+def caffe_scales_rounded_to_nearest(num_feature_maps, first_scale, s_min, s_max):
+    step = round(100 * (s_max - s_min) / (num_feature_maps - 2)) / 100
+    return [first_scale] + [s_min + step * k for k in range(num_feature_maps)]
+
+
+def caffe_scales_first_map_by_the_equation(num_feature_maps, first_scale, s_min, s_max):
+    return prior_scales(num_feature_maps, s_min, s_max)
+
+
+def caffe_scales_one_percent_short(num_feature_maps, first_scale, s_min, s_max):
+    """What float rounding gives when (s_max - s_min) * 100 lands just below a whole number."""
+    step = ((round(100 * s_max) - round(100 * s_min)) // (num_feature_maps - 2) - 1) / 100
+    return [first_scale] + [s_min + step * k for k in range(num_feature_maps)]
+
+
+def prior_index_row_col_swapped(feature_map_sizes, aspect_ratios, k, row, col, box):
+    return ex._prior_index(feature_map_sizes, aspect_ratios, k, col, row, box)
+
+
+def prior_index_maps_counted_by_side(feature_map_sizes, aspect_ratios, k, row, col, box):
+    earlier = sum(f * boxes_per_location(r) for f, r in zip(feature_map_sizes[:k], aspect_ratios[:k]))
+    f, a = feature_map_sizes[k], boxes_per_location(aspect_ratios[k])
+    return earlier + (row * f + col) * a + box
+
+
+def prior_index_boxes_first(feature_map_sizes, aspect_ratios, k, row, col, box):
+    """Box by box, then cells: the order of a (B, A*4, f, f) head output read without the permute."""
+    earlier = ex._prior_index(feature_map_sizes, aspect_ratios, k, 0, 0, 0)
+    f = feature_map_sizes[k]
+    return earlier + box * f * f + row * f + col
+
+
+def prior_index_without_extra_box(feature_map_sizes, aspect_ratios, k, row, col, box):
+    per_cell = [1 + 2 * len(r) for r in aspect_ratios]
+    earlier = sum(f * f * a for f, a in zip(feature_map_sizes[:k], per_cell[:k]))
+    return earlier + (row * feature_map_sizes[k] + col) * per_cell[k] + box
+
+
+LESSON_01_CHECKERS = {
+    "check_caffe_scales": (ex._caffe_scales, [caffe_scales_not_rounded, caffe_scales_rounded_to_nearest,
+                                              caffe_scales_first_map_by_the_equation, caffe_scales_one_percent_short]),
+    "check_prior_index": (ex._prior_index, [prior_index_row_col_swapped, prior_index_maps_counted_by_side,
+                                            prior_index_boxes_first, prior_index_without_extra_box]),
+    "check_prediction_ssd512_grid_shift": (lambda sizes, steps, image_size: 0,
+                                [lambda *args: 3.947, lambda *args: 19.0, lambda *args: 4]),
+}
+CHECKERS.update(LESSON_01_CHECKERS)  # so the contract test and the random-state test see them too
+LESSON_01_WRONG = [(name, wrong) for name, (_, wrongs) in LESSON_01_CHECKERS.items() for wrong in wrongs]
+
+
+# (The checks above that take their names from CHECKERS, parametrised when pytest collects, run on these
+# three too; the wrong answers, listed before the update, need their own test.)
+@pytest.mark.parametrize("name, wrong", LESSON_01_WRONG,
+                         ids=[f"{name}-{i}" for i, (name, _) in enumerate(LESSON_01_WRONG)])
+def test_lesson_01_checker_rejects_a_plausible_wrong_answer(name, wrong, capsys):
+    test_checker_rejects_a_plausible_wrong_answer(name, wrong, capsys)
+
+
+def test_caffe_scales_reference_gives_ssd300_and_ssd512():
+    assert ex._caffe_scales(6, 0.1, 0.2, 0.9) == pytest.approx(SSD300_SCALES, abs=1e-12)
+    ssd512 = ex._caffe_scales(7, 0.07, 0.15, 0.9)
+    assert ssd512 == pytest.approx([0.07, 0.15, 0.30, 0.45, 0.60, 0.75, 0.90, 1.05], abs=1e-12)
+    ratios = ((2,), (2, 3), (2, 3), (2, 3), (2, 3), (2,), (2,))
+    assert len(default_boxes((64, 32, 16, 8, 4, 2, 1), ssd512, ratios)) == 24564
+
+
+def test_caffe_scales_verdict_names_the_slip(capsys):
+    ex.check_caffe_scales(caffe_scales_not_rounded)
+    assert "rounded down to whole percent" in capsys.readouterr().out
+    ex.check_caffe_scales(caffe_scales_one_percent_short)
+    assert "one percent too small" in capsys.readouterr().out
+
+
+def test_caffe_scales_check_accepts_a_careful_float_answer(capsys):
+    def my_caffe_scales(num_feature_maps, first_scale, s_min, s_max):
+        step = math.floor((s_max - s_min) * 100 / (num_feature_maps - 2)) / 100
+        return torch.tensor([first_scale] + [s_min + step * k for k in range(num_feature_maps)])
+
+    assert ex.check_caffe_scales(my_caffe_scales)
+
+
+def test_prior_index_reference_follows_default_boxes_order():
+    """The reference index is where default_boxes puts that box: checked against its centres and sizes."""
+    generator = torch.Generator().manual_seed(0)
+    for maps, ratios in [(SSD300_FEATURE_MAP_SIZES, SSD300_ASPECT_RATIOS), ((4, 3, 1), ((), (2, 3), (2,)))]:
+        scales = SSD300_SCALES if maps == SSD300_FEATURE_MAP_SIZES else (0.2, 0.4, 0.6, 0.8)
+        priors = default_boxes(maps, scales, ratios)
+        assert ex._prior_index(maps, ratios, len(maps) - 1, maps[-1] - 1, maps[-1] - 1,
+                               boxes_per_location(ratios[-1]) - 1) == len(priors) - 1
+        for _ in range(50):
+            k = int(torch.randint(len(maps), (1,), generator=generator))
+            row, col = (int(v) for v in torch.randint(maps[k], (2,), generator=generator))
+            box = int(torch.randint(boxes_per_location(ratios[k]), (1,), generator=generator))
+            expected = cell_default_boxes((col + 0.5) / maps[k], (row + 0.5) / maps[k], scales[k], scales[k + 1],
+                                          ratios[k])[box]
+            torch.testing.assert_close(priors[ex._prior_index(maps, ratios, k, row, col, box)], expected)
+            assert ex._locate_prior(maps, ratios, ex._prior_index(maps, ratios, k, row, col, box)) == (k, row, col, box)
+
+
+def test_prior_index_verdict_says_which_box_the_answer_points_at(capsys):
+    ex.check_prior_index(prior_index_row_col_swapped)
+    out = capsys.readouterr().out
+    assert ("that index is box 1 of cell (row 1, col 2) of map 0; you were asked for box 1 of cell (row 2, col 1) "
+            "of map 0") in out
+    ex.check_prior_index(lambda *args: 10 ** 6)
+    assert "there are 22 default boxes, numbered 0 to 21" in capsys.readouterr().out  # the smallest case: (3, 1)
+
+
+def test_ssd512_grid_shift_check_explains_why(capsys):
+    assert ex._grid_shift((64, 32, 16, 8, 4, 2, 1), (8, 16, 32, 64, 128, 256, 512), 512) == 0.0
+    assert ex._grid_shift((38, 19, 10, 5, 3, 1), (8, 16, 32, 64, 100, 300), 300) == pytest.approx(19.0, abs=1e-3)
+
+    def my_prediction(feature_map_sizes, steps, image_size):
+        answer = 0
+        return answer
+
+    assert ex.check_prediction_ssd512_grid_shift(my_prediction)
+    out = capsys.readouterr().out
+    assert out.startswith("✓ Correct") and "the two grids are one" in out
+    assert not ex.check_prediction_ssd512_grid_shift(lambda *args: 3.947)
+    out = capsys.readouterr().out
+    assert out.startswith("✗ Not yet:") and "returned 3.947, expected 0" in out and "the two grids are one" in out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Lessons 00 and 02: transfer tasks and "predict, then run" questions
+# ---------------------------------------------------------------------------------------------------
+
+def iou_xywh_read_as_xyxy(boxes1, boxes2):
+    return box_iou(boxes1, boxes2)
+
+
+def iou_xywh_read_as_cxcywh(boxes1, boxes2):
+    return box_iou(cxcywh_to_xyxy(boxes1), cxcywh_to_xyxy(boxes2))
+
+
+def iou_xywh_inclusive_pixels(boxes1, boxes2):
+    """The old VOC habit: the last pixel is x_min + width - 1."""
+    def corners(boxes):
+        return torch.cat([boxes[:, :2], boxes[:, :2] + boxes[:, 2:] - 1], dim=1)
+    return box_iou(corners(boxes1), corners(boxes2))
+
+
+def diagonal_shift_sideways(iou_threshold):
+    return (1 - iou_threshold) / (1 + iou_threshold)  # the lesson's sideways shift, not the diagonal one
+
+
+def diagonal_shift_overlap_only(iou_threshold):
+    return 1 - math.sqrt(iou_threshold)  # overlap area = threshold: forgets the union
+
+
+def diagonal_shift_as_distance(iou_threshold):
+    return math.sqrt(2) * ex._diagonal_shift(iou_threshold)  # the length of the shift, not its x part
+
+
+def reencode_unchanged(offsets, priors_cxcywh, old_variances, new_variances):
+    return offsets.clone()
+
+
+def reencode_inverted(offsets, priors_cxcywh, old_variances, new_variances):
+    return offsets * ex._variance_per_column(new_variances) / ex._variance_per_column(old_variances)
+
+
+def reencode_centre_variance_everywhere(offsets, priors_cxcywh, old_variances, new_variances):
+    return offsets * old_variances[0] / new_variances[0]
+
+
+LESSON_00_02_CHECKERS = {
+    "check_iou_xywh": (ex._xywh_iou, [iou_xywh_read_as_xyxy, iou_xywh_read_as_cxcywh, iou_xywh_inclusive_pixels]),
+    "check_diagonal_shift": (ex._diagonal_shift, [diagonal_shift_sideways, diagonal_shift_overlap_only,
+                                                  diagonal_shift_as_distance]),
+    "check_reencode": (ex._reencode, [reencode_unchanged, reencode_inverted, reencode_centre_variance_everywhere]),
+    "check_prediction_contained_box": (lambda object_box, default_box: 0.25,
+                                       [lambda object_box, default_box: 0.5, lambda object_box, default_box: 1]),
+    "check_prediction_competing_objects": (lambda gt_boxes, gt_labels, priors: 2,
+                                           [lambda gt_boxes, gt_labels, priors: 1,
+                                            lambda gt_boxes, gt_labels, priors: 0]),
+    "check_prediction_objects_left_without_positive": (
+        lambda iou_threshold: ex._objects_left_without_positive(iou_threshold)[0],
+        [lambda iou_threshold: ex._objects_left_without_positive(iou_threshold)[0] + 1, lambda iou_threshold: 3]),
+}
+# pytest reads CHECKERS when it collects the tests, after this module has run: added here, these checkers
+# go through every test above that takes its checkers from CHECKERS (reference accepted, placeholder,
+# wrong types, exceptions, random state) as well as through the contract test.
+CHECKERS.update(LESSON_00_02_CHECKERS)
+LESSON_00_02_WRONG_ANSWERS = [(name, wrong) for name, (_, wrongs) in LESSON_00_02_CHECKERS.items()
+                              for wrong in wrongs]
+
+
+@pytest.mark.parametrize("name, wrong", LESSON_00_02_WRONG_ANSWERS,
+                         ids=[f"{name}-{i}" for i, (name, _) in enumerate(LESSON_00_02_WRONG_ANSWERS)])
+def test_lesson_00_02_checker_rejects_a_plausible_wrong_answer(name, wrong, capsys):
+    test_checker_rejects_a_plausible_wrong_answer(name, wrong, capsys)
+
+
+def test_lesson_00_02_checkers_are_in_the_generic_tests():
+    assert set(LESSON_00_02_CHECKERS) <= set(CHECKERS)
+
+
+def test_iou_xywh_check_accepts_torchvision(capsys):
+    def my_iou_xywh(boxes1, boxes2):  # torchvision converts the format, and the IoU is scale-free
+        convert = torchvision.ops.box_convert
+        return torchvision.ops.box_iou(convert(boxes1, "xywh", "xyxy") / 640, convert(boxes2, "xywh", "xyxy") / 640)
+
+    assert ex.check_iou_xywh(my_iou_xywh)
+    ex.check_iou_xywh(iou_xywh_read_as_xyxy)
+    out = capsys.readouterr().out
+    assert "(shifted right by half the width)" in out  # the smallest case that tells the formats apart
+
+
+def test_diagonal_shift_check_accepts_a_numerical_answer(capsys):
+    def my_diagonal_shift(iou_threshold):  # bisection with box_iou, no formula
+        square = torch.tensor([[0.0, 0.0, 1.0, 1.0]])
+        low, high = 0.0, 1.0
+        for _ in range(30):
+            middle = (low + high) / 2
+            iou = float(box_iou(square, square + middle)[0, 0])
+            low, high = (middle, high) if iou > iou_threshold else (low, middle)
+        return low
+
+    assert ex.check_diagonal_shift(my_diagonal_shift)
+    assert ex.check_diagonal_shift(lambda iou_threshold: round(ex._diagonal_shift(iou_threshold), 3))
+    assert not ex.check_diagonal_shift(lambda iou_threshold: round(ex._diagonal_shift(iou_threshold), 2))
+    assert ex._diagonal_shift(0.5) == pytest.approx(0.1835, abs=1e-4)
+
+
+def test_reencode_check_accepts_the_round_trip_through_boxes(capsys):
+    from ssd_lite.boxes import decode
+
+    def my_reencode(offsets, priors_cxcywh, old_variances, new_variances):
+        boxes = decode(offsets, priors_cxcywh, old_variances)
+        return encode(boxes, priors_cxcywh, new_variances)
+
+    assert ex.check_reencode(my_reencode)
+    generator = torch.Generator().manual_seed(0)
+    priors = xyxy_to_cxcywh(torch.rand(6, 2, generator=generator).mul(0.5).repeat(1, 2)
+                            + torch.tensor([0.0, 0.0, 0.3, 0.3]))
+    offsets = torch.randn(6, 4, generator=generator)
+    assert torch.allclose(ex._reencode(offsets, priors, (0.1, 0.2), (0.3, 0.05)),
+                          my_reencode(offsets, priors, (0.1, 0.2), (0.3, 0.05)), atol=1e-4)
+
+
+def test_prediction_checks_say_why_when_right_and_when_wrong(capsys):
+    assert ex.check_prediction_contained_box(lambda object_box, default_box: 1 / 4)
+    right = capsys.readouterr().out
+    assert right.startswith("✓ Correct: passed all checks, 0.25 is right.\n  Why: ")
+    assert not ex.check_prediction_contained_box(lambda object_box, default_box: 0.5)
+    wrong = capsys.readouterr().out
+    assert wrong.startswith("✗ Not yet: <lambda> returned 0.5, expected 0.25.\n  Why: ")
+    assert "0.04" in wrong and "0.16" in wrong
+
+
+def test_prediction_checks_do_not_give_the_answer_away_on_a_slip(capsys):
+    for slip in (None, "0.25", torch.zeros(3), float("nan")):
+        assert not ex.check_prediction_contained_box(lambda object_box, default_box: slip)
+        out = capsys.readouterr().out
+        assert out.startswith("✗ Not yet:") and "expected 0.25" not in out and "Why" not in out
+
+
+def test_prediction_answers_agree_with_match():
+    gt_boxes, gt_labels, priors = ex._COMPETING_OBJECTS_QUESTION
+    ious = box_iou(gt_boxes, cxcywh_to_xyxy(priors))
+    # The question is the one the lesson asks: prior 1 is B's best prior but overlaps A more, above 0.5.
+    assert int(ious[1].argmax()) == 1 and ious[0, 1] >= 0.5 > ious[1, 1] and int(ious[0].argmax()) == 0
+    assert match(gt_boxes, gt_labels, priors)[1].tolist() == [1, 2, 0]
+    count, why = ex._objects_left_without_positive(0.7)
+    assert 0 <= count <= 3 and "person" in why
+    assert ex._objects_left_without_positive(0.0)[0] == 0 and ex._objects_left_without_positive(1.0)[0] == 3
+
+
+def test_prediction_check_reports_an_endless_loop(monkeypatch, capsys):
+    monkeypatch.setattr(_checking, "TIME_LIMIT_S", 0.2)
+
+    def predict(iou_threshold):
+        while True:
+            pass
+
+    assert not ex.check_prediction_objects_left_without_positive(predict)
+    assert "took longer than 0.2 s" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Lessons 03 and 04: the gradient of smooth L1, equation 2 on boxes, mining over the whole batch, and
+# their "predict, then run" questions
+# ---------------------------------------------------------------------------------------------------
+
+def gradient_of_l1(input, target, beta=1.0):
+    return torch.sign(input - target)  # L1's gradient everywhere: forgets the quadratic zone
+
+
+def gradient_of_l2(input, target, beta=1.0):
+    return input - target  # L2's gradient everywhere: forgets the cap at 1
+
+
+def gradient_ignores_beta(input, target, beta=1.0):
+    return (input - target).clamp(-1, 1)
+
+
+def gradient_with_respect_to_target(input, target, beta=1.0):
+    return -ex._smooth_l1_gradient(input, target, beta)
+
+
+def gradient_without_sign(input, target, beta=1.0):
+    return ex._smooth_l1_gradient(input, target, beta).abs()
+
+
+def box_loss_without_variances(predicted_boxes, gt_boxes, priors):
+    return smooth_l1(encode(predicted_boxes, priors, (1.0, 1.0)), encode(gt_boxes, priors, (1.0, 1.0))).sum(dim=1)
+
+
+def box_loss_on_corners(predicted_boxes, gt_boxes, priors):
+    return smooth_l1(predicted_boxes, gt_boxes).sum(dim=1)  # in image units: no default box at all
+
+
+def box_loss_relative_to_the_object(predicted_boxes, gt_boxes, priors):
+    """Offsets of the prediction from the object, not of both from the default box: divides by the wrong size."""
+    offsets = encode(predicted_boxes, xyxy_to_cxcywh(gt_boxes))
+    return smooth_l1(offsets, torch.zeros_like(offsets)).sum(dim=1)
+
+
+def box_loss_mean_of_offsets(predicted_boxes, gt_boxes, priors):
+    return ex._box_loss(predicted_boxes, gt_boxes, priors) / 4
+
+
+def batch_mining_easiest(conf_loss, labels, neg_pos_ratio=3):
+    return ex._batch_hard_negative_mining(-conf_loss, labels, neg_pos_ratio)
+
+
+def batch_mining_without_clamp(conf_loss, labels, neg_pos_ratio=3):
+    """topk over the batch with k = ratio * positives, never capped at the number of negatives."""
+    k = min(int(neg_pos_ratio * (labels > 0).sum()), labels.numel())
+    mask = torch.zeros(labels.numel(), dtype=torch.bool)
+    mask[conf_loss.masked_fill(labels > 0, float("-inf")).flatten().topk(k).indices] = True
+    return mask.view(labels.shape)
+
+
+def batch_mining_positives_per_image(conf_loss, labels, neg_pos_ratio=3):
+    """Ranks the batch together but counts 3 per positive of the first image only."""
+    return ex._batch_hard_negative_mining(conf_loss, torch.cat([labels[:1], torch.zeros_like(labels[1:])]),
+                                          neg_pos_ratio) & (labels == 0)
+
+
+LESSON_03_04_CHECKERS = {
+    "check_smooth_l1_gradient": (ex._smooth_l1_gradient, [gradient_of_l1, gradient_of_l2, gradient_ignores_beta,
+                                                          gradient_with_respect_to_target, gradient_without_sign]),
+    "check_box_loss": (ex._box_loss, [box_loss_without_variances, box_loss_on_corners,
+                                      box_loss_relative_to_the_object, box_loss_mean_of_offsets]),
+    "check_batch_hard_negative_mining": (ex._batch_hard_negative_mining,
+                                         [hard_negative_mining, batch_mining_easiest, batch_mining_without_clamp,
+                                          batch_mining_positives_per_image]),
+    "check_prediction_beta_gradient": (lambda error, betas: 0.1,
+                                       [lambda error, betas: 1.0, lambda error, betas: 10.0]),
+    "check_prediction_batch_mining": (lambda conf_loss, labels: 0,
+                                      [lambda conf_loss, labels: 3 * int((labels > 0).sum()),
+                                       lambda conf_loss, labels: int((labels > 0).sum())]),
+}
+CHECKERS.update(LESSON_03_04_CHECKERS)  # through every generic test above, as for lessons 00 and 02
+LESSON_03_04_WRONG_ANSWERS = [(name, wrong) for name, (_, wrongs) in LESSON_03_04_CHECKERS.items()
+                              for wrong in wrongs]
+
+
+@pytest.mark.parametrize("name, wrong", LESSON_03_04_WRONG_ANSWERS,
+                         ids=[f"{name}-{i}" for i, (name, _) in enumerate(LESSON_03_04_WRONG_ANSWERS)])
+def test_lesson_03_04_checker_rejects_a_plausible_wrong_answer(name, wrong, capsys):
+    test_checker_rejects_a_plausible_wrong_answer(name, wrong, capsys)
+
+
+def test_lesson_03_04_checkers_are_in_the_generic_tests():
+    assert set(LESSON_03_04_CHECKERS) <= set(CHECKERS)
+
+
+@pytest.mark.parametrize("beta", [0.0, 1 / 9, 0.5, 1.0, 2.0])
+def test_smooth_l1_gradient_reference_agrees_with_autograd(beta):
+    generator = torch.Generator().manual_seed(3)
+    input = (torch.randn(200, generator=generator) * 3).requires_grad_()
+    target = torch.randn(200, generator=generator)
+    # The kinks, where the reference must agree with autograd too: d = 0 and |d| = beta.
+    with torch.no_grad():
+        input[:3] = target[:3] + torch.tensor([0.0, beta, -beta])
+    F.smooth_l1_loss(input, target, reduction="sum", beta=beta).backward()
+    assert torch.allclose(ex._smooth_l1_gradient(input.detach(), target, beta), input.grad, atol=1e-6)
+
+
+def test_smooth_l1_gradient_check_accepts_autograd(capsys):
+    def my_gradient(input, target, beta=1.0):
+        input = input.clone().requires_grad_()
+        (gradient,) = torch.autograd.grad(smooth_l1(input, target, beta).sum(), input)
+        return gradient
+
+    assert ex.check_smooth_l1_gradient(my_gradient)
+
+
+def test_box_loss_reference_is_the_localisation_loss_of_the_decoded_prediction():
+    """Equation 2 on boxes equals multibox_loss's L_loc * N when the network predicts those boxes' offsets."""
+    from ssd_lite.boxes import decode
+
+    generator = torch.Generator().manual_seed(4)
+    gt_boxes = torch.tensor([[0.1, 0.2, 0.5, 0.6], [0.4, 0.3, 0.9, 0.8], [0.2, 0.5, 0.45, 0.95]])
+    priors = xyxy_to_cxcywh(gt_boxes) * (1 + 0.1 * torch.randn(3, 4, generator=generator))
+    loc_pred = encode(gt_boxes, priors) + torch.randn(3, 4, generator=generator)
+    predicted_boxes = decode(loc_pred, priors)
+    loc_loss, _ = multibox_loss(loc_pred[None], torch.zeros(1, 3, 2), encode(gt_boxes, priors)[None],
+                                torch.ones(1, 3, dtype=torch.long))
+    assert torch.allclose(ex._box_loss(predicted_boxes, gt_boxes, priors).sum() / 3, loc_loss, atol=1e-4)
+
+
+def test_box_loss_charges_a_shift_by_the_default_box_size():
+    """The lesson's point: the same shift costs less on a larger default box (offsets are relative)."""
+    small, large = ex._box_loss(*[torch.tensor(rows) for rows in (
+        [[0.42, 0.4, 0.62, 0.6], [0.32, 0.3, 0.72, 0.7]], [[0.4, 0.4, 0.6, 0.6], [0.3, 0.3, 0.7, 0.7]],
+        [[0.5, 0.5, 0.2, 0.2], [0.5, 0.5, 0.4, 0.4]])]).tolist()
+    assert small == pytest.approx(0.5, abs=1e-4) and large == pytest.approx(0.125, abs=1e-4)
+
+
+def test_batch_mining_reference_ranks_the_whole_batch():
+    generator = torch.Generator().manual_seed(5)
+    for ratio in (1, 2, 3, 2.5):
+        conf_loss = torch.rand(3, 40, generator=generator)
+        labels = (torch.rand(3, 40, generator=generator) < 0.1).long()
+        labels[2] = 0
+        mask = ex._batch_hard_negative_mining(conf_loss, labels, ratio)
+        # An independent count: floor(ratio * N) hardest of all negatives, by sorting their losses.
+        negatives = conf_loss[labels == 0]
+        count = min(int(ratio * int((labels > 0).sum())), len(negatives))
+        assert int(mask.sum()) == count and not (mask & (labels > 0)).any()
+        assert torch.equal(conf_loss[mask].sort().values, negatives.sort().values[len(negatives) - count:])
+
+
+def test_batch_mining_check_accepts_any_tie_break_and_a_loop(capsys):
+    def my_batch_mining(conf_loss, labels, neg_pos_ratio=3):  # a sort over the flattened batch
+        flat_loss, flat_labels = conf_loss.flatten(), labels.flatten()
+        count = min(int(neg_pos_ratio * int((flat_labels > 0).sum())), int((flat_labels == 0).sum()))
+        order = flat_loss.masked_fill(flat_labels > 0, float("-inf")).argsort(descending=True)
+        mask = torch.zeros_like(flat_labels, dtype=torch.bool)
+        mask[order[:count]] = True
+        return mask.view(labels.shape)
+
+    assert ex.check_batch_hard_negative_mining(my_batch_mining)
+    conf_loss = torch.tensor([[0.5, 0.1], [0.5, 0.2]])
+    labels = torch.tensor([[1, 0], [0, 0]])
+    expected = ex._batch_hard_negative_mining(conf_loss, labels, 1)
+    other = torch.tensor([[False, False], [True, False]])  # the tied 0.5 is in image 1 only once: the same
+    assert ex._compare_batch_mining((expected, (conf_loss, labels, 1)), other) is None
+
+
+def test_prediction_questions_of_lessons_03_04_say_why(capsys):
+    assert ex.check_prediction_beta_gradient(lambda error, betas: 0.1)
+    right = capsys.readouterr().out
+    assert right.startswith("✓ Correct: passed all checks, 0.1 is right.\n  Why: ") and "beta 10: 0.05" in right
+    assert not ex.check_prediction_batch_mining(lambda conf_loss, labels: 42)
+    wrong = capsys.readouterr().out
+    assert wrong.startswith("✗ Not yet: <lambda> returned 42, expected 0.\n  Why: ") and "Per image" in wrong
+
+
+def test_batch_mining_question_is_the_one_the_lesson_asks():
+    conf_loss, labels = ex._batch_mining_question()
+    assert labels.shape == (2, 8732) and int((labels[0] > 0).sum()) > 0 and int((labels[1] > 0).sum()) == 0
+    per_image = hard_negative_mining(conf_loss, labels).sum(dim=1).tolist()
+    per_batch = ex._batch_hard_negative_mining(conf_loss, labels).sum(dim=1).tolist()
+    assert per_image == [3 * int((labels > 0).sum()), 0] and per_batch == [0, per_image[0]]

@@ -186,3 +186,73 @@ def test_multibox_loss_bad_shapes():
         multibox_loss(loc, conf, loc, labels[:, :5])
     with pytest.raises(ValueError, match="number of classes"):
         multibox_loss(loc, conf, loc, labels + 3)
+
+
+# ---------------------------------------------------------------- arguments that used to give NaN or mine nothing
+
+@pytest.mark.parametrize("beta", [float("nan"), float("inf"), -1.0])
+def test_smooth_l1_beta_must_be_finite_and_non_negative(beta):
+    with pytest.raises(ValueError, match="beta"):
+        smooth_l1(torch.zeros(3), torch.ones(3), beta=beta)
+
+
+@pytest.mark.parametrize("ratio", [float("nan"), float("inf"), -1.0])
+def test_neg_pos_ratio_must_be_finite_and_non_negative(ratio):
+    labels = torch.zeros(2, 10, dtype=torch.long)
+    labels[:, 0] = 1
+    with pytest.raises(ValueError, match="neg_pos_ratio"):
+        hard_negative_mining(torch.rand(2, 10), labels, ratio)
+    with pytest.raises(ValueError, match="neg_pos_ratio"):
+        multibox_loss(torch.zeros(2, 10, 4), torch.zeros(2, 10, 3), torch.zeros(2, 10, 4), labels, ratio)
+
+
+def test_a_huge_ratio_mines_every_negative():
+    """ratio * positives must be capped before it becomes an integer: 1e30 does not fit in int64."""
+    labels = torch.tensor([[1, 0, 0, 0], [0, 0, 0, 0]])
+    mined = hard_negative_mining(torch.rand(2, 4), labels, neg_pos_ratio=1e30)
+    assert mined.tolist() == [[False, True, True, True], [False] * 4]
+
+
+# ---------------------------------------------------------------- dtypes users really have
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int16, torch.uint8, torch.int8])
+def test_any_integer_label_dtype_gives_the_same_loss(dtype):
+    g = torch.Generator().manual_seed(0)
+    labels = random_labels(g, 2, 100, 4, 0.1)
+    loc_pred, conf_pred, loc_targets = (torch.randn(2, 100, 4, generator=g), torch.randn(2, 100, 4, generator=g),
+                                        torch.randn(2, 100, 4, generator=g))
+    expected = multibox_loss(loc_pred, conf_pred, loc_targets, labels)
+    torch.testing.assert_close(multibox_loss(loc_pred, conf_pred, loc_targets, labels.to(dtype)), expected)
+    conf_loss = torch.rand(2, 100, generator=g)
+    assert torch.equal(hard_negative_mining(conf_loss, labels.to(dtype)), hard_negative_mining(conf_loss, labels))
+
+
+@pytest.mark.parametrize("convert", [lambda t: t.bool(), lambda t: t.float()], ids=["bool", "float"])
+def test_bool_and_float_labels_are_rejected(convert):
+    labels = torch.zeros(2, 10, dtype=torch.long)
+    labels[:, 0] = 1
+    with pytest.raises(ValueError, match="integer"):
+        hard_negative_mining(torch.rand(2, 10), convert(labels))
+    with pytest.raises(ValueError, match="integer"):
+        multibox_loss(torch.zeros(2, 10, 4), torch.zeros(2, 10, 3), torch.zeros(2, 10, 4), convert(labels))
+
+
+@pytest.mark.parametrize("which", range(4))
+def test_multibox_loss_names_a_numpy_argument(which):
+    arguments = [torch.zeros(2, 10, 4), torch.zeros(2, 10, 3), torch.zeros(2, 10, 4),
+                 torch.zeros(2, 10, dtype=torch.long)]
+    names = ["loc_pred", "conf_pred", "loc_targets", "labels"]
+    arguments[which] = arguments[which].numpy()
+    with pytest.raises(TypeError, match=rf"{names[which]} must be a torch.Tensor.*ndarray.*torch.as_tensor"):
+        multibox_loss(*arguments)
+
+
+def test_smooth_l1_and_mining_name_a_numpy_argument():
+    with pytest.raises(TypeError, match=r"input must be a torch.Tensor.*ndarray.*torch.as_tensor"):
+        smooth_l1(torch.zeros(3).numpy(), torch.zeros(3))
+    with pytest.raises(TypeError, match=r"target must be a torch.Tensor.*ndarray"):
+        smooth_l1(torch.zeros(3), torch.zeros(3).numpy())
+    with pytest.raises(TypeError, match=r"conf_loss must be a torch.Tensor.*ndarray"):
+        hard_negative_mining(torch.zeros(2, 3).numpy(), torch.zeros(2, 3, dtype=torch.long))
+    with pytest.raises(TypeError, match=r"labels must be a torch.Tensor.*ndarray"):
+        hard_negative_mining(torch.zeros(2, 3), torch.zeros(2, 3, dtype=torch.long).numpy())

@@ -1,4 +1,6 @@
 """Tests of ssd_lite.model: output shapes, the order of predictions vs default boxes, state dicts, SSD300."""
+import math
+
 import pytest
 import torch
 
@@ -125,3 +127,103 @@ def test_ssd300_vgg16_8732_boxes():
         loc, conf = model(torch.rand(1, 3, 300, 300))
     assert loc.shape == (1, 8732, 4) and conf.shape == (1, 8732, 21)
     assert torch.isfinite(loc).all() and torch.isfinite(conf).all()
+
+
+# ---------------------------------------------------------------- RetinaNet options: sigmoid scores, shared heads
+
+EQUAL_WIDTHS = (8, 16, 32, 32, 32, 32)  # the last four (the feature maps) equally wide, as shared heads need
+
+
+def test_sigmoid_scores_start_at_the_prior():
+    torch.manual_seed(0)
+    model = small_ssd(4, image_size=64, class_scores="sigmoid")
+    assert model.class_scores == "sigmoid" and model.config["class_scores"] == "sigmoid"
+    prior_bias = -math.log((1 - 0.01) / 0.01)  # sigmoid(prior_bias) = 0.01
+    for head in model.conf_heads:
+        torch.testing.assert_close(head.bias, torch.full_like(head.bias, prior_bias))
+    torch.testing.assert_close(torch.sigmoid(model.conf_heads[0].bias[0]), torch.tensor(0.01))
+    # The scores of a fresh model sit near the prior, far below 0.5.
+    _, conf = model.eval()(torch.rand(2, 3, 64, 64))
+    assert 0.003 < torch.sigmoid(conf).median() < 0.03
+    # softmax models keep PyTorch's default (small, random) biases.
+    default = small_ssd(4, image_size=64)
+    assert default.class_scores == "softmax" and default.config["class_scores"] == "softmax"
+    assert all(head.bias.abs().max() < 0.1 for head in default.conf_heads)
+
+
+def test_shared_heads_are_one_set_of_weights():
+    torch.manual_seed(0)
+    shared = small_ssd(4, image_size=64, widths=EQUAL_WIDTHS, shared_heads=True)
+    separate = small_ssd(4, image_size=64, widths=EQUAL_WIDTHS)
+    assert shared.shared_heads and not separate.shared_heads
+    for heads in (shared.loc_heads, shared.conf_heads):
+        assert len(heads) == 4 and all(head is heads[0] for head in heads)
+    names = [name for name, _ in shared.named_parameters() if "heads" in name]
+    assert names == ["loc_heads.0.weight", "loc_heads.0.bias", "conf_heads.0.weight", "conf_heads.0.bias"]
+    head_size = sum(p.numel() for p in separate.loc_heads[0].parameters()) + \
+        sum(p.numel() for p in separate.conf_heads[0].parameters())
+    num_params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert num_params(separate) - num_params(shared) == 3 * head_size
+    # One gradient, gathered from every map: a loss on the coarsest map's predictions alone reaches it.
+    loc, conf = shared(torch.rand(2, 3, 64, 64))
+    num_last = 2 * 2 * 4  # the 2x2 map, 4 boxes per cell
+    (loc[:, -num_last:].sum() + conf[:, -num_last:].sum()).backward()
+    assert shared.loc_heads[0].weight.grad.abs().sum() > 0
+
+
+def test_options_keep_priors_and_output_shapes():
+    torch.manual_seed(0)
+    images = torch.rand(2, 3, 64, 64)
+    reference = small_ssd(3, image_size=64, widths=EQUAL_WIDTHS).eval()
+    for class_scores in ("softmax", "sigmoid"):
+        for shared_heads in (False, True):
+            model = small_ssd(3, image_size=64, widths=EQUAL_WIDTHS, class_scores=class_scores,
+                              shared_heads=shared_heads).eval()
+            assert torch.equal(model.priors, reference.priors)
+            loc, conf = model(images)
+            assert loc.shape == (2, len(model.priors), 4) and conf.shape == (2, len(model.priors), 3)
+
+
+def test_options_rebuild_from_config(tmp_path):
+    torch.manual_seed(0)
+    model = small_ssd(5, image_size=64, widths=EQUAL_WIDTHS, class_scores="sigmoid", shared_heads=True).eval()
+    assert model.config["shared_heads"] is True
+    rebuilt = build_model(**model.config).eval()
+    assert rebuilt.class_scores == "sigmoid" and rebuilt.shared_heads
+    assert rebuilt.loc_heads[0] is rebuilt.loc_heads[3]
+    path = tmp_path / "weights.pt"
+    torch.save(model.state_dict(), path)
+    rebuilt.load_state_dict(torch.load(path))
+    assert rebuilt.conf_heads[0] is rebuilt.conf_heads[3]  # loading keeps the heads shared
+    images = torch.rand(1, 3, 64, 64)
+    for a, b in zip(model(images), rebuilt(images)):
+        assert torch.equal(a, b)
+    # A config saved before these options existed rebuilds the SSD model it was.
+    old_config = {k: v for k, v in model.config.items() if k not in ("class_scores", "shared_heads")}
+    old = build_model(**old_config)
+    assert old.class_scores == "softmax" and not old.shared_heads
+
+
+def test_ssd300_options():
+    model = ssd300_vgg16(num_classes=3, class_scores="sigmoid")
+    assert model.config == dict(architecture="ssd300_vgg16", num_classes=3, class_scores="sigmoid",
+                                shared_heads=False)
+    assert build_model(**model.config).class_scores == "sigmoid"
+    torch.testing.assert_close(model.conf_heads[5].bias, torch.full((4 * 3,), -math.log(99)))
+    with pytest.raises(ValueError, match=r"same number of channels .* \(512, 1024, 512, 256, 256, 256\)"):
+        ssd300_vgg16(shared_heads=True)
+
+
+def test_option_errors():
+    with pytest.raises(ValueError, match="class_scores must be 'softmax' or 'sigmoid'"):
+        small_ssd(3, image_size=64, class_scores="softmx")
+    with pytest.raises(ValueError, match=r"equally wide .* \(96, 128, 128, 128\): try widths=\(24, 48, 128,"):
+        small_ssd(3, image_size=64, shared_heads=True)
+    with pytest.raises(TypeError, match="shared_heads must be True or False"):
+        small_ssd(3, image_size=64, widths=EQUAL_WIDTHS, shared_heads="yes")
+    with pytest.raises(ValueError, match=r"boxes per location \(4, 6\)"):
+        small_ssd(3, image_size=64, widths=EQUAL_WIDTHS, num_feature_maps=2, aspect_ratios=[(2,), (2, 3)],
+                  shared_heads=True)
+    with pytest.raises(ValueError, match="same number of channels"):
+        SSD(_ConstantMaps((4, 2)), (1, 2), num_classes=2, image_size=32, feature_map_sizes=(4, 2),
+            scales=prior_scales(2), aspect_ratios=((2,), (2,)), shared_heads=True)

@@ -25,12 +25,38 @@ def make_image(height=60, width=80):
     return torch.rand(3, height, width)
 
 
-def test_colour_constants():
-    assert plot.GT_COLOR == "limegreen"
-    assert plot.POSITIVE_COLOR == "royalblue"
-    assert plot.NEGATIVE_COLOR == "red"
-    assert plot.DETECTION_COLOR == "orange"
-    assert plot.PRIOR_COLOR == "gold"
+def _as_seen_with_deuteranopia(colour):
+    """The colour as a reader without green cones sees it (Machado et al. 2009, severity 1.0), linear RGB."""
+    import matplotlib.colors as mcolors
+    srgb = torch.tensor(mcolors.to_rgb(colour), dtype=torch.float64)
+    linear = torch.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
+    machado = torch.tensor([[0.367322, 0.860646, -0.227968], [0.280085, 0.672501, 0.047413],
+                            [-0.011820, 0.042940, 0.968881]], dtype=torch.float64)
+    return (machado @ linear).clamp(0, 1)
+
+
+# The colours that share a figure somewhere in the course, and must be told apart there.
+SEEN_TOGETHER = [("GT_COLOR", "POSITIVE_COLOR"), ("GT_COLOR", "NEGATIVE_COLOR"), ("POSITIVE_COLOR", "NEGATIVE_COLOR"),
+                 ("GT_COLOR", "DETECTION_COLOR"), ("GT_COLOR", "PRIOR_COLOR")]
+
+
+@pytest.mark.parametrize("first, second", SEEN_TOGETHER)
+def test_colours_stay_apart_for_colour_blind_readers(first, second):
+    """No red-green pair: colours seen together stay apart when simulated for deuteranopia."""
+    a, b = (_as_seen_with_deuteranopia(getattr(plot, name)) for name in (first, second))
+    # limegreen and red, the old pair, come out 0.22 apart; orange and limegreen 0.20.
+    assert float((a - b).norm()) > 0.4, f"{first} and {second} look alike to a deuteranope"
+
+
+def test_boxes_have_a_dark_outline_and_negatives_are_dashed():
+    ax = plot.draw_boxes(make_image(), [[0.1, 0.1, 0.5, 0.5]])
+    assert ax.patches[0].get_path_effects()  # the outline that keeps a box visible on any photo
+    priors = torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.7, 0.7, 0.2, 0.2]])
+    ax = plot.draw_matches(make_image(), torch.tensor([[0.2, 0.2, 0.4, 0.4]]), priors,
+                           labels=torch.tensor([1, 0]), negatives=torch.tensor([False, True]))
+    negative = [p for p in ax.patches if p.get_edgecolor()[:3] == pytest.approx(
+        __import__("matplotlib.colors").colors.to_rgb(plot.NEGATIVE_COLOR))]
+    assert negative and negative[0].get_linestyle() == "--"
 
 
 def test_show_image_tensor_and_pil():

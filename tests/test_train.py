@@ -1,4 +1,5 @@
-"""Tests of ssd_lite.train and ssd_lite.detect: the loop, checkpoints, and both command lines."""
+"""Tests of ssd_lite.train and ssd_lite.detect: the loop and both command lines (checkpoints and the
+safety of the command lines: tests/test_checkpoint.py and tests/test_cli.py)."""
 import json
 import os
 import subprocess
@@ -11,12 +12,16 @@ import torch
 from PIL import Image
 
 from ssd_lite.augment import train_transform
-from ssd_lite.data import ShapesDataset, write_voc
+from ssd_lite.checkpoint import load_checkpoint, save_checkpoint
+from ssd_lite.data import CachedDataset
 from ssd_lite.detect import predict, predict_dataset
-from ssd_lite.model import small_ssd
-from ssd_lite.train import (CachedDataset, NonFiniteLossError, default_model, default_settings,
-                            learning_rate_factor, load_checkpoint, main, pick_device, save_checkpoint,
-                            train, train_default_model)
+from ssd_lite.loss import multibox_loss
+from ssd_lite.matching import match
+from ssd_lite.model import default_model, small_ssd
+from ssd_lite.shapes import ShapesDataset
+from ssd_lite.train import (NonFiniteLossError, TrainingInterrupted, default_settings, learning_rate_factor,
+                            main, make_optimiser, train, train_default_model, training_step)
+from ssd_lite.voc import write_voc
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -85,8 +90,61 @@ def test_schedule_and_argument_checks():
     assert learning_rate_factor(1.0) == pytest.approx(0.0)
     with pytest.raises(ValueError, match="exactly one"):
         train(_tiny_model(), _tiny_data(4), progress=False)
-    assert pick_device("cpu") == torch.device("cpu")
-    assert pick_device().type in ("cpu", "cuda")
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(lr=0.0), "lr must be a finite number > 0"), (dict(lr=float("nan")), "lr must be"),
+    (dict(batch_size=0), "batch_size must be"), (dict(epochs=0), "epochs must be"),
+    (dict(epochs=None, time_budget=float("inf")), "time_budget must be"), (dict(num_workers=-1), "num_workers"),
+    (dict(warmup=1.0), "warmup"), (dict(weight_decay=-1.0), "weight_decay")])
+def test_train_checks_its_arguments_before_any_step(bad, message):
+    model = _tiny_model()
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    with pytest.raises(ValueError, match=message):
+        train(model, _tiny_data(4), **{"epochs": 1, **bad}, progress=False)
+    assert all(torch.equal(before[name], value) for name, value in model.state_dict().items())
+
+
+def test_training_step_is_match_forward_loss_update():
+    """The printed step equals matching, the forward pass, multibox_loss and one optimiser step by hand."""
+    data = _tiny_data(4)
+    images = torch.stack([data[i][0] for i in range(4)])
+    targets = [data[i][1] for i in range(4)]
+    models = [_tiny_model().train(), _tiny_model().train()]
+    optimisers = [make_optimiser(model, 1e-3, 1e-4) for model in models]
+    loc_loss, conf_loss = training_step(models[0], optimisers[0], images, targets)
+
+    matched = [match(t["boxes"], t["labels"], models[1].priors) for t in targets]
+    expected = multibox_loss(*models[1](images), torch.stack([m[0] for m in matched]),
+                             torch.stack([m[1] for m in matched]))
+    optimisers[1].zero_grad()
+    sum(expected).backward()
+    optimisers[1].step()
+    assert torch.allclose(loc_loss, expected[0]) and torch.allclose(conf_loss, expected[1])
+    for a, b in zip(models[0].parameters(), models[1].parameters()):
+        assert torch.allclose(a, b)
+
+
+def test_ctrl_c_keeps_the_steps_trained_so_far():
+    class StopAfter(torch.utils.data.Dataset):
+        """Reads like a data set, until the user presses Ctrl-C during its 9th read."""
+        def __init__(self, data):
+            self.data, self.reads = data, 0
+        def __len__(self):
+            return len(self.data)
+        def __getitem__(self, index):
+            self.reads += 1
+            if self.reads == 9:
+                raise KeyboardInterrupt
+            return self.data[index]
+
+    model = _tiny_model()
+    before = model.conf_heads[0].weight.detach().clone()
+    with pytest.raises(TrainingInterrupted) as stop:
+        train(model, StopAfter(_tiny_data(8)), epochs=5, batch_size=4, num_workers=0, progress=False)
+    assert isinstance(stop.value, KeyboardInterrupt)  # code that catches Ctrl-C still does
+    assert stop.value.step == 2 and len(stop.value.history["loss"]) == 2
+    assert not torch.equal(before, model.conf_heads[0].weight) and not model.training
 
 
 def test_checkpoint_round_trip_and_wrong_classes(tmp_path):
