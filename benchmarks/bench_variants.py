@@ -9,6 +9,9 @@ scored on the same 500 held-out images (ShapesDataset(500, 128, seed=1000), less
   with IoU >= 0.5, by size sqrt(w * h) as a fraction of the image side (the bins of lesson 06);
 - recall at any score (every detection predict keeps, score > 0.01), by size: the most the ranking can
   reach, whatever the threshold; the focal loss, for one, gives lower scores than softmax with mining;
+- what the N best-scored detections of the whole set are (N = the number of held-out objects): right,
+  a duplicate, the wrong class on an object (IoU >= 0.5), a poor box (IoU 0.1-0.5), or background; and
+  the median score of the right ones (a model can rank well with low scores);
 - recall by background kind (gradient, stripes, blotches: see ssd_lite.shapes._random_background), and
   how many of held-out #7's five shapes are found (striped background, 0 found by the default run);
 - steps, training seconds, seconds per step, and the load average before and after training: the
@@ -188,12 +191,44 @@ def recall_table(found: list[Tensor], groups: list[Tensor], names: list[str]) ->
     return table
 
 
+def classify_detections(detections: list[dict], targets: list[dict]) -> list[tuple[float, str]]:
+    """(score, kind) of every detection: "right" (IoU >= 0.5 with an object of its class not yet found by a
+    better detection of the image), "duplicate" (that object was found already), "wrong class" (IoU >= 0.5
+    with an object of another class only), "poor box" (IoU 0.1 to 0.5 with some object), "background"."""
+    kinds = []
+    for image_detections, target in zip(detections, targets):
+        ious = box_iou(image_detections["boxes"], target["boxes"])  # (K, G)
+        found = torch.zeros(len(target["labels"]), dtype=torch.bool)
+        for k, (detection_score, label) in enumerate(zip(image_detections["scores"].tolist(),
+                                                         image_detections["labels"].tolist())):
+            same_class = torch.where(target["labels"] == label, ious[k], torch.zeros_like(ious[k]))
+            if len(same_class) and same_class.max() >= 0.5:
+                best = int(same_class.argmax())  # detections come best first: greedy, as VOC matches
+                kinds.append((detection_score, "duplicate" if found[best] else "right"))
+                found[best] = True
+            elif len(same_class) and ious[k].max() >= 0.5:
+                kinds.append((detection_score, "wrong class"))
+            elif len(same_class) and ious[k].max() >= 0.1:
+                kinds.append((detection_score, "poor box"))
+            else:
+                kinds.append((detection_score, "background"))
+    return kinds
+
+
+def top_detections(kinds: list[tuple[float, str]], num_objects: int) -> dict[str, int]:
+    """How many of the num_objects best-scored detections of the whole set are of each kind."""
+    best = sorted(kinds, key=lambda item: -item[0])[:num_objects]
+    return {kind: sum(1 for _, k in best if k == kind)
+            for kind in ("right", "duplicate", "wrong class", "poor box", "background")}
+
+
 def score(model: SSD, held_out: ShapesDataset) -> dict:
     """mAP, recall by size and by background kind, and the watched image's count, on `held_out`."""
     detections, targets = predict_dataset(model, held_out)
     result = mean_average_precision(detections, targets, num_classes=model.num_classes)
     found = objects_found(detections, targets)
     found_at_any_score = objects_found(detections, targets, score_threshold=0.0)
+    detection_kinds = classify_detections(detections, targets)
     sizes = [((t["boxes"][:, 2:] - t["boxes"][:, :2]).prod(dim=1)).sqrt() for t in targets]
     edges = torch.tensor([low for low, _ in SIZE_BINS[1:]])
     size_groups = [torch.bucketize(s, edges, right=True) for s in sizes]
@@ -210,6 +245,9 @@ def score(model: SSD, held_out: ShapesDataset) -> dict:
             "recall_by_size_any_score": recall_table(found_at_any_score, size_groups,
                                                      [f"{low:.2f}-{high:.2f}" for low, high in SIZE_BINS]),
             "recall_any_score": round(float(torch.cat(found_at_any_score).float().mean()), 4),
+            "top_detections": top_detections(detection_kinds, sum(len(t["labels"]) for t in targets)),
+            "right_score_median": round(float(torch.tensor([s for s, k in detection_kinds if k == "right"]
+                                                           or [0.0]).median()), 4),
             "recall_by_background": recall_table(found, background_groups, list(BACKGROUND_KINDS)),
             "images_by_background": {kind: kinds.count(k) for k, kind in enumerate(BACKGROUND_KINDS)},
             f"held_out_{WATCHED_IMAGE}": watched}
@@ -276,9 +314,10 @@ def format_table(rows: list[dict]) -> str:
     sizes = [f"{low:.2f}-{high:.2f}" for low, high in SIZE_BINS]
     header = (f"{'variant':<24} {'seed':>4} {'mAP':>6} | {' '.join(f'{s:>9}' for s in sizes)} | "
               f"{' '.join(f'{k:>8}' for k in BACKGROUND_KINDS)} | {'#' + str(WATCHED_IMAGE):>3} | {'any':>5} | "
+              f"{'top N: R/W/P/B':>16} | "
               f"{'steps':>5} {'train s':>7} {'s/step':>6} {'load':>9}")
     over = (f"{'':<24} {'':>4} {'':>6} | {'recall, score > 0.5, by object size':<39} | "
-            f"{'... by background kind':<26} | {'':>3} | {'':>5} |")
+            f"{'... by background kind':<26} | {'':>3} | {'':>5} | {'':>16} |")
     lines = [over, header, "-" * len(header)]
     for row in rows:
         watched = row.get(f"held_out_{WATCHED_IMAGE}") or {}
@@ -286,13 +325,16 @@ def format_table(rows: list[dict]) -> str:
         background_part = " ".join(f"{row['recall_by_background'][k]['recall'] or 0:>8.2f}"
                                    for k in BACKGROUND_KINDS)
         scale = "" if row["steps_scale"] == 1 else f" (x{row['steps_scale']:g})"
+        counts = row.get("top_detections")
+        top = "/".join(str(counts[k]) for k in ("right", "wrong class", "poor box", "background")) if counts else "-"
         lines.append(f"{row['variant'] + scale:<24} {row['seed']:>4} {row['map']:>6.3f} | {size_part} | "
                      f"{background_part} | {watched.get('found', '-')}/{watched.get('objects', '-')} | "
-                     f"{row.get('recall_any_score', float('nan')):>5.2f} | {row['steps']:>5} "
+                     f"{row.get('recall_any_score', float('nan')):>5.2f} | {top:>16} | {row['steps']:>5} "
                      f"{row['train_seconds']:>7.0f} {row['seconds_per_step']:>6.3f} "
                      f"{row['load_before']:>4.1f}-{row['load_after']:<4.1f}")
-    lines.append("any: recall at any score (every detection kept by predict, score > 0.01), all sizes; load: the "
-                 "1-minute load average before and after training (2 cores: above ~2, times are inflated)")
+    lines.append("any: recall at any score (every detection kept by predict, score > 0.01), all sizes. top N: of the "
+                 "N best-scored detections (N = objects), how many are right, the wrong class, a poor box, background.")
+    lines.append("load: the 1-minute load average before and after training (2 cores: above ~2, times are inflated).")
     return "\n".join(lines)
 
 

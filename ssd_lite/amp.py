@@ -62,9 +62,11 @@ def autocast(settings: AmpSettings) -> contextlib.AbstractContextManager:
     return torch.autocast(settings.device_type, dtype=settings.dtype)
 
 
-def grad_scaler(settings: AmpSettings) -> torch.amp.GradScaler:
+def grad_scaler(settings: AmpSettings):
     """A GradScaler, enabled for float16 only; disabled, its scale/step/update are plain pass-throughs."""
-    return torch.amp.GradScaler(settings.device_type, enabled=settings.grad_scaler)
+    if hasattr(torch.amp, "GradScaler"):  # torch >= 2.3
+        return torch.amp.GradScaler(settings.device_type, enabled=settings.grad_scaler)
+    return torch.cuda.amp.GradScaler(enabled=settings.grad_scaler)  # torch 2.2: CUDA only, as here
 
 
 def _check_amp_device(device: torch.device) -> None:

@@ -17,7 +17,7 @@ import os
 import random
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import BinaryIO, Callable, Sequence
 
 import numpy as np
 import torch
@@ -109,19 +109,28 @@ def save_checkpoint(path: str | Path, model: SSD, class_names: Sequence[str], /,
     checkpoint = {"model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                   "model_config": dict(model.config), "class_names": class_names,
                   "image_size": model.image_size, **settings}
-    path = Path(path)
+    write_atomically(Path(path), lambda file: torch.save(checkpoint, file))
+    return checkpoint
+
+
+def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Call write(file) on a temporary file beside `path`, then rename it to `path`: a reader (or a run
+    killed half-way) sees the old file or the new one, never half of one. The new file gets the usual
+    permissions (0666 minus the umask), not mkstemp's private 0600."""
     # The temporary file lives in the target's folder: a rename within one file system is atomic.
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as file:
-            torch.save(checkpoint, file)
+            write(file)
             file.flush()
             os.fsync(file.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-    return checkpoint
 
 
 def read_checkpoint(path: str | Path) -> dict:

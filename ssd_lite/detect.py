@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -23,7 +22,7 @@ from tqdm.auto import tqdm
 
 from ssd_lite import cli
 from ssd_lite.augment import eval_transform
-from ssd_lite.checkpoint import load_checkpoint
+from ssd_lite.checkpoint import load_checkpoint, write_atomically
 from ssd_lite.data import IMAGE_EXTENSIONS, ImageReadError, load_image
 from ssd_lite.device import use_threads
 from ssd_lite.model import SSD
@@ -194,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model, checkpoint = load_checkpoint(args.checkpoint, device=args.device)
     records, problems = detect_folder(model, files, checkpoint["class_names"], args.score_threshold,
                                       args.iou_threshold, args.top_k, args.batch_size, not args.no_progress)
-    write_atomically(args.out, json.dumps(records, indent=1))
+    write_atomically(args.out, lambda file: file.write(json.dumps(records, indent=1).encode()))
     read = len(files) - len(problems)
     print(f"{len(records)} detections in {read} images written to {args.out}" +
           (f" ({hidden} hidden files such as macOS ._* passed over)" if hidden else ""))
@@ -204,18 +203,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {problem}", file=sys.stderr)
         return 1
     return 0
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write `text` to a temporary file beside `path`, then rename it: never a half-written file."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as file:
-            file.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 if __name__ == "__main__":

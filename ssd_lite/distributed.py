@@ -131,7 +131,7 @@ def wrap_model(model: nn.Module, device: torch.device, sync_bn: bool = False) ->
     (statistics over the whole batch, across processes; CUDA only). Reach the SSD inside with `unwrap`.
     """
     if sync_bn:
-        _check_sync_bn(device)
+        check_sync_bn(device)
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if not is_distributed():
         return model
@@ -294,7 +294,7 @@ def _device_for(launch: Launch, device: str | torch.device | None) -> torch.devi
     return torch.device("cuda", launch.local_rank)
 
 
-def _check_sync_bn(device: torch.device) -> None:
+def check_sync_bn(device: torch.device) -> None:
     if torch.device(device).type != "cuda":
         raise ValueError("SyncBatchNorm (--sync-bn) works on CUDA GPUs only (PyTorch's implementation "
                          f"has no CPU version), but this process trains on {device}. Leave --sync-bn out: "

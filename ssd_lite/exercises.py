@@ -801,7 +801,6 @@ import torch.nn.functional as F  # noqa: E402  (this section's imports sit with 
 
 from typing import Any  # noqa: E402
 
-from ssd_lite._checking import _compare_mining  # noqa: E402
 from ssd_lite.boxes import cxcywh_to_xyxy  # noqa: E402
 from ssd_lite.priors import ssd300_default_boxes  # noqa: E402
 from ssd_lite.voc import load_photos  # noqa: E402
@@ -993,3 +992,736 @@ def check_prediction_batch_mining(fn: Callable) -> CheckResult:
            f"photo, which then learns nothing about its background. Per image (SSD's rule) it is the reverse: "
            f"{int(hard_negative_mining(conf_loss, labels)[0].sum())} from the photo, none from the empty image.")
     return _check_prediction("check_prediction_batch_mining", fn, (conf_loss, labels), from_photo, 0, why)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Lessons 05 and 07: soft-NMS, a chain of boxes, duplicates in a ranked list, how AP reads a curve
+# ---------------------------------------------------------------------------------------------------
+
+import math  # noqa: E402  (this section's imports sit with it, at the end of the module)
+from typing import Any  # noqa: E402
+
+__all__ += ["check_soft_nms", "check_prediction_nms_chain", "check_precision_recall_with_duplicates",
+            "check_prediction_eleven_point_ap", "check_prediction_low_scoring_false_positives"]
+
+
+def _soft_nms(boxes: Tensor, scores: Tensor, sigma: float = 0.5,
+              score_threshold: float = 0.001) -> tuple[Tensor, Tensor]:
+    """Gaussian soft-NMS (Bodla et al. 2017): take the best box left, as greedy NMS does, but instead of
+    dropping the boxes that overlap it, multiply their scores by exp(-IoU^2 / sigma); repeat. A box whose
+    score is (or falls) below score_threshold is dropped. Returns keep (K,) int64, in the order chosen,
+    and (K,) the scores the kept boxes had when chosen (equal scores: lower index first)."""
+    scores = scores.clone()
+    remaining = torch.arange(len(boxes))
+    remaining = remaining[scores >= score_threshold]
+    keep, kept_scores = [], []
+    while len(remaining) > 0:
+        best = int(remaining[scores[remaining].argmax()])  # argmax gives the first maximum: lower index
+        keep.append(best)
+        kept_scores.append(float(scores[best]))
+        remaining = remaining[remaining != best]
+        ious = box_iou(boxes[best][None], boxes[remaining])[0]
+        scores[remaining] *= torch.exp(-ious ** 2 / sigma)  # no overlap: factor 1; identical box: exp(-1/sigma)
+        remaining = remaining[scores[remaining] >= score_threshold]
+    return torch.tensor(keep, dtype=torch.long), torch.tensor(kept_scores, dtype=scores.dtype)
+
+
+def _soft_nms_margin(boxes: Tensor, scores: Tensor, sigma: float, score_threshold: float) -> float:
+    """How close soft-NMS comes to a tie, or to the threshold, on this input (float64): a random case is
+    only fair if a correct answer computed in another order cannot decide it the other way."""
+    scores = scores.double().clone()
+    remaining = list(range(len(boxes)))
+    margin = math.inf
+    while remaining:
+        margin = min([margin] + [abs(float(scores[i]) - score_threshold) for i in remaining])
+        remaining = [i for i in remaining if scores[i] >= score_threshold]
+        if not remaining:
+            break
+        ranked = sorted((float(scores[i]) for i in remaining), reverse=True)
+        if len(ranked) > 1:
+            margin = min(margin, ranked[0] - ranked[1])
+        best = max(remaining, key=lambda i: float(scores[i]))
+        remaining.remove(best)
+        for i in remaining:
+            scores[i] *= math.exp(-float(box_iou(boxes[best][None], boxes[i][None])) ** 2 / sigma)
+    return margin
+
+
+def _compare_soft_nms(expected: tuple[tuple[Tensor, Tensor], tuple], received: Any):
+    """keep and scores of soft-NMS, with a hint for the answer of plain NMS. `expected` is
+    ((keep, scores), inputs), from _with_inputs."""
+    (keep, kept_scores), (boxes, scores, sigma, score_threshold) = expected
+    problem = _compare_pair(("keep", "scores"))((keep, kept_scores), received)
+    if problem is None or not isinstance(received, (tuple, list)) or len(received) != 2:
+        return problem
+    received_keep = received[0]
+    if isinstance(received_keep, Tensor) and received_keep.dim() == 1 and len(received_keep) < len(keep) \
+            and set(received_keep.tolist()) < set(keep.tolist()):
+        dropped = sorted(set(keep.tolist()) - set(received_keep.tolist()))
+        message = (f"dropped boxes {dropped}, which soft-NMS keeps: it does not drop a box that overlaps the "
+                   f"chosen one, it multiplies its score by exp(-IoU^2 / sigma), and drops a box only once its "
+                   f"score is below score_threshold")
+        return message, (keep, kept_scores), received
+    return problem
+
+
+def check_soft_nms(fn: Callable) -> CheckResult:
+    """fn(boxes (K, 4) xyxy, scores (K,), sigma, score_threshold) -> (keep (K',) int64, scores (K',)):
+    Gaussian soft-NMS, the kept boxes in the order chosen with the scores they had then."""
+    same = [0.1, 0.1, 0.5, 0.5]
+    cases = [
+        Case((_boxes([same]), torch.tensor([0.9]), 0.5, 0.001), "one box: keep it, score unchanged"),
+        Case((_boxes([[0.0, 0.0, 0.3, 0.3], [0.6, 0.6, 0.9, 0.9]]), torch.tensor([0.8, 0.7]), 0.5, 0.001),
+             "two separate boxes (IoU 0): both kept, scores unchanged"),
+        Case((_boxes([same, same]), torch.tensor([0.6, 0.9]), 0.5, 0.001),
+             "two identical boxes: the lower one is kept too, its score times exp(-1 / sigma)"),
+        Case((_boxes([[0.1, 0.1, 0.5, 0.5], [0.12, 0.1, 0.52, 0.5], [0.6, 0.6, 0.9, 0.9]]),
+              torch.tensor([0.9, 0.85, 0.5]), 0.5, 0.001),
+             "after its decay, box 1 falls behind box 2, which overlaps nothing: choose by the new scores"),
+        Case((_boxes([same, same, same]), torch.tensor([0.9, 0.8, 0.7]), 0.5, 0.05),
+             "three identical boxes: the third decays twice, below score_threshold, and is dropped"),
+        Case((_boxes([same, [0.2, 0.1, 0.6, 0.5]]), torch.tensor([0.9, 0.8]), 0.1, 0.001),
+             "a small sigma decays harder"),
+        Case((_boxes([]), torch.zeros(0), 0.5, 0.001), "no boxes"),
+    ]
+    generator = _generator(16)
+    for n, sigma, score_threshold in [(4, 0.5, 0.001), (6, 0.3, 0.05), (8, 0.5, 0.01), (12, 1.0, 0.1)]:
+        while True:
+            boxes = _crowded_boxes(n, 0.5, generator)
+            scores = _distinct_scores(n, generator)
+            if _soft_nms_margin(boxes, scores, sigma, score_threshold) > 1e-3:
+                break
+        cases.append(Case((boxes, scores, sigma, score_threshold),
+                          f"{n} random boxes, sigma {sigma}, score_threshold {score_threshold}"))
+    return _run_checks("check_soft_nms", fn, cases, _with_inputs(_soft_nms), _compare_soft_nms,
+                       ("boxes", "scores", "sigma", "score_threshold"))
+
+
+# Lesson 05's three boxes in a row, each a third of its width right of the one before.
+_NMS_CHAIN_QUESTION = (_boxes([[0.0, 0.0, 0.3, 0.3], [0.1, 0.0, 0.4, 0.3], [0.2, 0.0, 0.5, 0.3]]),
+                       torch.tensor([0.9, 0.8, 0.7]), 0.45)
+
+
+def check_prediction_nms_chain(fn: Callable) -> CheckResult:
+    """fn(boxes (3, 4), scores (3,), iou_threshold) -> the reader's prediction of how many boxes nms keeps."""
+    boxes, scores, iou_threshold = _NMS_CHAIN_QUESTION
+    keep = nms(boxes, scores, iou_threshold)
+    ious = box_iou(boxes, boxes)
+    why = (f"box 0 (score 0.9) is kept first and drops box 1, which overlaps it by {ious[0, 1]:.2f} > "
+           f"{iou_threshold}. A dropped box suppresses nothing, so box 2 is compared with box 0 only: IoU "
+           f"{ious[0, 2]:.2f}, kept. NMS keeps boxes {keep.tolist()}; a chain of overlaps does not make one object.")
+    return _check_prediction("check_prediction_nms_chain", fn, _NMS_CHAIN_QUESTION, len(keep), 0, why)
+
+
+def _precision_recall_with_duplicates(object_hit: Tensor, num_objects: int) -> tuple[Tensor, Tensor]:
+    """Precision and recall after each detection of a ranked list (best score first), where object_hit[i]
+    is the object detection i overlaps by IoU >= 0.5, or -1 for none. Only the first detection of an object
+    finds it; a later one is a duplicate, a false positive."""
+    found = set()
+    is_true_positive = []
+    for hit in object_hit.tolist():
+        is_true_positive.append(hit >= 0 and hit not in found)
+        found.add(hit)
+    rank_scores = torch.arange(len(is_true_positive), 0, -1, dtype=torch.float64)  # already best first
+    return precision_recall(rank_scores, torch.tensor(is_true_positive, dtype=torch.bool), num_objects)
+
+
+def check_precision_recall_with_duplicates(fn: Callable) -> CheckResult:
+    """fn(object_hit (K,) int64, best score first, -1 for no object; num_objects) -> (precision (K,),
+    recall (K,)), a duplicate of an object already found counting as a false positive."""
+    cases = [
+        Case((torch.tensor([0]), 1), "one detection finds the one object"),
+        Case((torch.tensor([-1]), 2), "one detection on no object"),
+        Case((torch.tensor([0, 0]), 1), "the same object twice: the second is a duplicate, a false positive"),
+        Case((torch.tensor([0, -1, 0, 1]), 2), "found, wrong, duplicate, found"),
+        Case((torch.tensor([2, 2, 2, 0]), 4), "three detections of object 2, then object 0; two objects never found"),
+        Case((torch.zeros(0, dtype=torch.long), 3), "no detections (K = 0)"),
+    ]
+    generator = _generator(17)
+    for k, num_objects in [(5, 2), (8, 3), (12, 5), (20, 6)]:
+        object_hit = torch.randint(-1, num_objects, (k,), generator=generator)
+        cases.append(Case((object_hit, num_objects), f"{k} random detections of {num_objects} objects"))
+    return _run_checks("check_precision_recall_with_duplicates", fn, cases, _precision_recall_with_duplicates,
+                       _compare_pair(("precision", "recall")), ("object_hit", "num_objects"))
+
+
+# Lesson 07's one-point curve: a class with 2 objects, and one detection, which is right.
+_ONE_POINT_CURVE_QUESTION = (torch.tensor([1.0]), torch.tensor([0.5]))
+
+
+def check_prediction_eleven_point_ap(fn: Callable) -> CheckResult:
+    """fn(precision (1,), recall (1,)) -> the reader's prediction of the 11-point AP of that curve."""
+    precision, recall = _ONE_POINT_CURVE_QUESTION
+    aps = {rule: average_precision(precision, recall, rule) for rule in ("11point", "all", "101point")}
+    why = (f"the envelope is 1 up to recall 0.5 and 0 beyond it. Of the 11 points 0, 0.1, ..., 1.0, six "
+           f"(0 to 0.5) read 1: 6/11 = {aps['11point']:.3f}. The area ('all') is 0.5 x 1 = {aps['all']:.3f}, "
+           f"and 101 points give 51/101 = {aps['101point']:.3f}. The coarser the sampling, the more the "
+           f"point at recall 0, always the curve's best precision, weighs.")
+    return _check_prediction("check_prediction_eleven_point_ap", fn, _ONE_POINT_CURVE_QUESTION,
+                             aps["11point"], 0.005, why)
+
+
+# Lesson 07's question: both objects found by the two best detections, then 100 lower-scored wrong ones.
+_LOW_SCORING_FALSE_POSITIVES_QUESTION = (torch.cat([torch.tensor([0.9, 0.8]), torch.linspace(0.5, 0.01, 100)]),
+                                         torch.cat([torch.ones(2, dtype=torch.bool), torch.zeros(100, dtype=torch.bool)]),
+                                         2)
+
+
+def check_prediction_low_scoring_false_positives(fn: Callable) -> CheckResult:
+    """fn(scores (102,), is_true_positive (102,), num_ground_truth) -> the reader's prediction of the
+    all-point AP of those detections."""
+    scores, is_true_positive, num_ground_truth = _LOW_SCORING_FALSE_POSITIVES_QUESTION
+    before = average_precision(*precision_recall(scores[:2], is_true_positive[:2], num_ground_truth))
+    after = average_precision(*precision_recall(scores, is_true_positive, num_ground_truth))
+    why = (f"the AP is {before:.3f} with the two right detections alone and {after:.3f} with the 100 wrong ones "
+           f"added. They come after full recall: the envelope at each recall reads the best precision at that "
+           f"recall or higher, and full recall is first reached with precision 1, so the later, lower points "
+           f"change nothing. A false positive costs AP only when it scores above some true positive.")
+    return _check_prediction("check_prediction_low_scoring_false_positives", fn,
+                             _LOW_SCORING_FALSE_POSITIVES_QUESTION, after, 0.005, why)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Appendix A1, the bug zoo: the reader writes the test that catches a bug, and a "predict, then run"
+# question (_check_prediction: see lessons 00 and 02 above)
+# ---------------------------------------------------------------------------------------------------
+
+import copy  # noqa: E402  (this section's imports sit with it, at the end of the module)
+from typing import Any, NamedTuple  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from ssd_lite import _checking  # noqa: E402
+from ssd_lite._checking import _call, _describe_error, _show, _TookTooLong, _wrong_number_type  # noqa: E402
+from ssd_lite.boxes import VARIANCES, cxcywh_to_xyxy, decode  # noqa: E402
+from ssd_lite.model import default_model  # noqa: E402
+
+
+class _Bug(NamedTuple):
+    """A broken variant for the reader's test: the arguments the test is called with, what is broken,
+    and a small input on which it goes wrong with what it gives (shown if the test lets it through)."""
+    args: tuple
+    note: str
+    example: str
+
+
+def _passed(outcome: Any) -> bool | None:
+    """Whether a test's return value says "passed": True or False (also numpy's and one-element bool
+    tensors), None for anything else."""
+    if isinstance(outcome, (bool, np.bool_)):
+        return bool(outcome)
+    if isinstance(outcome, Tensor) and outcome.dtype == torch.bool and outcome.numel() == 1:
+        return bool(outcome)
+    return None
+
+
+def _check_bug_test(name: str, fn: Callable, correct: tuple, what: str, bugs: Sequence[_Bug]) -> CheckResult:
+    """Run the reader's test fn(*args) on the correct function(s), then on each broken variant.
+
+    A test passes a function only by returning True; raising (an AssertionError, usually) or returning
+    anything else fails it. The answer is right if the test passes `correct` and fails every bug. Each
+    run gets fresh copies of its arguments and leaves torch's random state as it found it, so a test
+    may draw random boxes.
+    """
+    if not callable(fn):
+        print(f"✗ {name} needs your function itself, e.g. {name}(my_test), not its result "
+              f"(got a {type(fn).__name__}).")
+        return CheckResult(False)
+    fn_name = getattr(fn, "__name__", "your function")
+
+    def run(args: tuple) -> tuple[Any, BaseException | None]:
+        with torch.random.fork_rng(devices=[]):
+            outcome, error, _ = _call(fn, copy.deepcopy(args), _checking.TIME_LIMIT_S)
+        return outcome, error
+
+    outcome, error = run(correct)
+    if isinstance(error, NotImplementedError):
+        print(f"Not attempted yet: replace `raise NotImplementedError` in {fn_name} with your code.")
+        return CheckResult(False)
+    if isinstance(error, _TookTooLong):
+        print(f"✗ Not yet: {fn_name} took longer than {_checking.TIME_LIMIT_S:g} s on the correct {what} and "
+              "was stopped: is there a loop that never ends?")
+        return CheckResult(False)
+    if error is not None:
+        print(f"✗ Not yet: {fn_name} fails on the correct {what}, expected it to pass (return True):\n"
+              f"  {fn_name} {_describe_error(error, fn)}")
+        return CheckResult(False)
+    if _passed(outcome) is not True:
+        message = "returned False" if _passed(outcome) is False else _wrong_number_type(outcome, "True")
+        print(f"✗ Not yet: {fn_name} {message} (on the correct {what}, which it must pass: end your test with "
+              "`return True`, after the asserts)")
+        return CheckResult(False)
+    missed = []
+    for bug in bugs:
+        outcome, error = run(bug.args)
+        if isinstance(error, _TookTooLong):
+            print(f"✗ Not yet: {fn_name} took longer than {_checking.TIME_LIMIT_S:g} s on a broken {what} "
+                  f"({bug.note}) and was stopped: is there a loop that never ends?")
+            return CheckResult(False)
+        if error is None and _passed(outcome) is True:
+            missed.append(bug)
+    if not missed:
+        print(f"✓ Correct: passed all {len(bugs) + 1} checks: {fn_name} passes the correct {what} and fails each "
+              f"of the {len(bugs)} broken ones:")
+        for bug in bugs:
+            print(f"  - {bug.note}")
+        return CheckResult(True)
+    print(f"✗ Not yet: {fn_name} passes {len(missed)} of the {len(bugs)} broken {what}s, expected it to fail "
+          f"on each (an assert that fails). The first it let through: {missed[0].note}.\n  {missed[0].example}")
+    return CheckResult(False)
+
+
+# Broken horizontal flips of (N, 4) normalised xyxy boxes; the right one is _hflip_boxes (lesson 06).
+
+def _hflip_corners_not_swapped(boxes: Tensor) -> Tensor:
+    x_min, y_min, x_max, y_max = boxes.unbind(-1)
+    return torch.stack([1 - x_min, y_min, 1 - x_max, y_max], dim=-1)  # the left edge stays "x_min"
+
+
+def _hflip_flips_y(boxes: Tensor) -> Tensor:
+    x_min, y_min, x_max, y_max = boxes.unbind(-1)
+    return torch.stack([x_min, 1 - y_max, x_max, 1 - y_min], dim=-1)  # a vertical flip
+
+
+def _hflip_one_pixel_off(boxes: Tensor) -> Tensor:
+    """The pixel-index habit x -> W - 1 - x, on a 128-pixel image: every box lands a pixel too far left."""
+    return _hflip_boxes(boxes) - torch.tensor([1 / 128, 0.0, 1 / 128, 0.0], dtype=boxes.dtype)
+
+
+def _hflip_in_place(boxes: Tensor) -> Tensor:
+    """The right boxes, written over the input: the data set's own boxes get flipped too."""
+    return boxes.copy_(_hflip_boxes(boxes))
+
+
+def _flip_example(hflip: Callable) -> str:
+    boxes = _boxes([[0.1, 0.2, 0.3, 0.6]])
+    flipped = hflip(boxes)
+    if hflip is _hflip_in_place:
+        return ("hflip(boxes) returns the right boxes, but afterwards `boxes` holds them too: the caller's "
+                "boxes were overwritten")
+    return f"hflip({_show(_boxes([[0.1, 0.2, 0.3, 0.6]]))}) = {_show(flipped)}; right: {_show(_hflip_boxes(boxes))}"
+
+
+def check_hflip_test(fn: Callable) -> CheckResult:
+    """fn(hflip) -> True if hflip, a function (N, 4) normalised xyxy -> (N, 4) boxes of the left-right
+    mirrored image, is right; an AssertionError (or False) if not. Right if it passes _hflip_boxes and fails
+    each broken flip."""
+    bugs = [_Bug((flip,), note, _flip_example(flip)) for flip, note in [
+        (_hflip_corners_not_swapped, "mirrors x but does not swap the corners: x_max < x_min"),
+        (_hflip_flips_y, "flips the image upside down instead of left-right"),
+        (_hflip_one_pixel_off, "one pixel off: x -> 1 - x - 1/128, the W - 1 - x habit of pixel indices"),
+        (_hflip_in_place, "right boxes, but written over its input"),
+    ]]
+    return _check_bug_test("check_hflip_test", fn, (_hflip_boxes,), "flip", bugs)
+
+
+# Broken box coders (encode_fn(boxes_xyxy, priors_cxcywh), decode_fn(offsets, priors_cxcywh)). Three are
+# consistent, the same slip on both sides, so that decode(encode(boxes)) still gives the boxes back.
+
+def _encode_centre_by_other_side(boxes_xyxy: Tensor, priors_cxcywh: Tensor) -> Tensor:
+    """Centre offsets divided by the default box's height for x and by its width for y."""
+    boxes, (v0, v1) = xyxy_to_cxcywh(boxes_xyxy), VARIANCES
+    return torch.stack([(boxes[:, 0] - priors_cxcywh[:, 0]) / priors_cxcywh[:, 3] / v0,
+                        (boxes[:, 1] - priors_cxcywh[:, 1]) / priors_cxcywh[:, 2] / v0,
+                        torch.log(boxes[:, 2] / priors_cxcywh[:, 2]) / v1,
+                        torch.log(boxes[:, 3] / priors_cxcywh[:, 3]) / v1], dim=1)
+
+
+def _decode_centre_by_other_side(offsets: Tensor, priors_cxcywh: Tensor) -> Tensor:
+    (v0, v1), (cx, cy, w, h) = VARIANCES, priors_cxcywh.unbind(-1)
+    boxes = torch.stack([cx + offsets[:, 0] * v0 * h, cy + offsets[:, 1] * v0 * w,
+                         w * torch.exp(offsets[:, 2] * v1), h * torch.exp(offsets[:, 3] * v1)], dim=1)
+    return cxcywh_to_xyxy(boxes)
+
+
+def _encode_without_log(boxes_xyxy: Tensor, priors_cxcywh: Tensor) -> Tensor:
+    """Size offsets (g_w / d_w - 1) / v1: the ratio, not its log."""
+    boxes, (v0, v1) = xyxy_to_cxcywh(boxes_xyxy), VARIANCES
+    return torch.cat([(boxes[:, :2] - priors_cxcywh[:, :2]) / priors_cxcywh[:, 2:] / v0,
+                      (boxes[:, 2:] / priors_cxcywh[:, 2:] - 1) / v1], dim=1)
+
+
+def _decode_without_log(offsets: Tensor, priors_cxcywh: Tensor) -> Tensor:
+    v0, v1 = VARIANCES
+    centres = priors_cxcywh[:, :2] + offsets[:, :2] * v0 * priors_cxcywh[:, 2:]
+    sizes = priors_cxcywh[:, 2:] * (1 + offsets[:, 2:] * v1)
+    return torch.cat([centres - sizes / 2, centres + sizes / 2], dim=1)
+
+
+def _coder_example(encode_fn: Callable, decode_fn: Callable) -> str:
+    box, prior = _boxes([[0.3, 0.2, 0.7, 0.5]]), _boxes([[0.45, 0.4, 0.2, 0.4]])
+    offsets = encode_fn(box, prior)
+    return (f"with box = {_show(box)} and default box (cxcywh) {_show(prior)}: encode_fn gives {_show(offsets)} "
+            f"(right: {_show(encode(box, prior))}), decode_fn(encode_fn(...)) gives {_show(decode_fn(offsets, prior))}")
+
+
+def _with_variances(function: Callable, variances: tuple[float, float]) -> Callable:
+    def with_variances(boxes: Tensor, priors_cxcywh: Tensor) -> Tensor:
+        return function(boxes, priors_cxcywh, variances)
+    return with_variances
+
+
+def check_box_coder_test(fn: Callable) -> CheckResult:
+    """fn(encode_fn, decode_fn) -> True if the pair computes the paper's offsets (eq. 2, variances 0.1 and
+    0.2) and decode_fn inverts encode_fn; an AssertionError (or False) if not. Right if it passes
+    ssd_lite's encode and decode and fails each broken pair."""
+    pairs = [
+        (encode, _with_variances(decode, (1.0, 1.0)), "decode forgets the variances (encode uses them)"),
+        (_with_variances(encode, (1.0, 1.0)), decode, "encode forgets the variances (decode uses them)"),
+        (_with_variances(encode, VARIANCES[::-1]), _with_variances(decode, VARIANCES[::-1]),
+         "the two variances swapped, on both sides: decode(encode(b)) is still b"),
+        (_encode_centre_by_other_side, _decode_centre_by_other_side,
+         "centre offsets divided by the wrong side (x by the height), on both sides"),
+        (_encode_without_log, _decode_without_log, "size offsets without the log, on both sides"),
+    ]
+    bugs = [_Bug((encode_fn, decode_fn), note, _coder_example(encode_fn, decode_fn))
+            for encode_fn, decode_fn, note in pairs]
+    return _check_bug_test("check_box_coder_test", fn, (encode, decode), "encode/decode pair", bugs)
+
+
+_PIXEL_BOX_QUESTION = (_boxes([[40.0, 48.0, 88.0, 96.0]]), 128)  # an object given in pixels of a 128 image
+
+
+def _pixel_box_positives(pixel_box: Tensor, image_size: int) -> tuple[int, str]:
+    """How many of the course model's default boxes a `match` without input checks would make positive
+    for one object given in pixels instead of fractions, and why (the checker's answer and explanation)."""
+    with torch.random.fork_rng(devices=[]):  # building the model draws its random weights: leave no trace
+        priors = default_model(num_classes=6, image_size=image_size).priors
+    ious = box_iou(pixel_box, cxcywh_to_xyxy(priors))[0]  # (P,)
+    best = int(ious.argmax())  # match's step 1: the object's best default box, whatever its IoU
+    positives = set((ious >= 0.5).nonzero().flatten().tolist()) | {best}
+    offsets = encode(pixel_box, priors[best:best + 1])
+    loc_loss = float(smooth_l1(offsets, torch.zeros_like(offsets)).sum())  # if the network predicted 0
+    reach = float(cxcywh_to_xyxy(priors).max())
+    x_min, _, x_max, _ = pixel_box[0].tolist()
+    why = (f"the default boxes are in fractions of the image (none reaches past {reach:.2f}) and the object lies "
+           f"from x = {x_min:g} to {x_max:g}, so "
+           f"every IoU is {float(ious.max()):g}: step 2 (IoU >= 0.5) makes none positive. But step 1 gives each "
+           f"object its best default box whatever the IoU, and with all IoUs tied at 0 argmax takes the first, "
+           f"default box {best}, in the top-left corner. That one box must learn the offsets "
+           f"{[round(v, 1) for v in offsets[0].tolist()]}: a localisation loss of about {loc_loss:,.0f} instead of "
+           f"about 1, "
+           f"and an 'object' in the top-left corner of every image.")
+    return len(positives), why
+
+
+def check_prediction_pixel_positives(fn: Callable) -> CheckResult:
+    """fn(pixel_box (1, 4), image_size) -> the reader's prediction of how many default boxes of the course
+    model a match without input checks makes positive for an object given in pixels."""
+    expected, why = _pixel_box_positives(*_PIXEL_BOX_QUESTION)
+    return _check_prediction("check_prediction_pixel_positives", fn, _PIXEL_BOX_QUESTION, expected, 0, why)
+
+
+__all__ += ["check_hflip_test", "check_box_coder_test", "check_prediction_pixel_positives"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Lesson 09: the global N carried over to gradient accumulation, the size of SSD's heads, and
+# torchvision's name for the 3:1 ratio ("predict, then run": _check_prediction, see lessons 00 and 02)
+# ---------------------------------------------------------------------------------------------------
+
+from typing import Any  # noqa: E402  (this section's imports sit with it, at the end of the module)
+
+from ssd_lite._checking import _as_number, _compare_floats  # noqa: E402
+
+__all__ += ["check_accumulation_scales", "check_head_parameters", "check_prediction_torchvision_neg_pos_ratio"]
+
+
+def _accumulation_scales(positives_per_micro_batch: Sequence[int]) -> list[float]:
+    """The factor for each micro-batch's loss, as multibox_loss returns it (a sum over its images divided by
+    max(N_k, 1)), so that the gradients backward adds up over the micro-batches are those of one step on the
+    whole batch: undo the division by max(N_k, 1), divide by the whole batch's max(N, 1). No factor K:
+    backward adds the micro-batches' gradients up, where DDP averages the processes'."""
+    total = sum(positives_per_micro_batch)
+    return [max(n, 1) / max(total, 1) for n in positives_per_micro_batch]
+
+
+def _compare_accumulation_scales(expected: tuple[list[float], tuple], received: Any):
+    """The factors, with a hint for the usual slips: DDP's factors (times K), a plain mean, N_k / N."""
+    scales, (positives,) = expected
+    problem = _compare_floats(scales, received)
+    if problem is None or "wrong values" not in problem:
+        return None if problem is None else (problem, scales, received)
+    values = [_as_number(value) for value in received]
+    k, total = len(positives), sum(positives)
+    if _compare_floats([k * scale for scale in scales], values) is None:
+        problem += (f": these are the factors for {k} DDP processes. DDP averages the processes' gradients, "
+                    "hence its factor W; backward adds the micro-batches' gradients up, so no factor K here")
+    elif _compare_floats([1 / k] * k, values) is None:
+        problem += (": a plain mean of the micro-batches' losses weighs each micro-batch the same, whatever its "
+                    "number of positives; the paper divides the sum over the whole batch by its N")
+    elif _compare_floats([n / max(total, 1) for n in positives], values) is None:
+        problem += (": a micro-batch without positives was divided by max(0, 1) = 1, not by 0, so its factor is "
+                    "1 / max(N, 1), not 0 (its sum is 0 with hard negative mining, but not with the focal loss)")
+    return problem, scales, received
+
+
+def check_accumulation_scales(fn: Callable) -> CheckResult:
+    """fn(positives_per_micro_batch: list of K ints) -> list of K floats: the factor to multiply each
+    micro-batch's loss (multibox_loss's output, divided by max(N_k, 1)) by, so that the accumulated
+    gradients equal one step on the whole batch."""
+    cases = [
+        Case(([7],), "one micro-batch: the whole batch, factor 1"),
+        Case(([3, 5],), "two micro-batches"),
+        Case(([1, 1, 1, 1],), "four micro-batches of one positive each"),
+        Case(([0, 4],), "a micro-batch without any positive"),
+        Case(([0, 0],), "no positive in the whole batch: N = 0"),
+        Case(([2, 0, 9],), "three micro-batches, one without positives"),
+    ]
+    generator = _generator(901)
+    for k in [2, 4, 8]:
+        positives = [0 if float(torch.rand(1, generator=generator)) < 0.25 else _randint(1, 30, generator)
+                     for _ in range(k)]
+        cases.append(Case((positives,), f"{k} random micro-batches"))
+    return _run_checks("check_accumulation_scales", fn, cases, _with_inputs(_accumulation_scales),
+                       _compare_accumulation_scales, ("positives_per_micro_batch",))
+
+
+def _head_parameters(feature_channels: Sequence[int], boxes_per_location: Sequence[int], num_classes: int) -> int:
+    """SSD's heads: per map, a 3x3 conv from c channels to 4k offsets and one to Ck class scores, each
+    with a bias per output channel: (9c + 1) weights per output channel, k(4 + C) output channels."""
+    return sum((9 * c + 1) * k * (4 + num_classes) for c, k in zip(feature_channels, boxes_per_location))
+
+
+def _compare_head_parameters(expected: tuple[int, tuple], received: Any):
+    """The count, with a hint for the usual slips: no biases, C - 1 classes, one head only, 1x1 kernels."""
+    count, (channels, per_location, num_classes) = expected
+    problem = _compare_int(count, received)
+    if problem is None or "wrong number" not in problem:
+        return None if problem is None else (problem, count, received)
+    value, pairs = _as_number(received), list(zip(channels, per_location))
+    if float(value).is_integer():  # "3341550", not "3.34155e+06"
+        problem = f"returned a wrong number ({int(value):,} instead of {count:,})"
+    slips = [
+        (sum(9 * c * k * (4 + num_classes) for c, k in pairs),
+         "each output channel of a conv also has a bias: 9c + 1 parameters, not 9c"),
+        (_head_parameters(channels, per_location, num_classes - 1),
+         "num_classes already counts background (label 0): the conf head has C scores per box, not C - 1"),
+        (_head_parameters(channels, per_location, num_classes + 1),
+         "num_classes already counts background: C scores per box, not C + 1"),
+        (sum((9 * c + 1) * k * num_classes for c, k in pairs), "the loc head (4 offsets per box) is missing"),
+        (sum((9 * c + 1) * k * 4 for c, k in pairs), "the conf head (C class scores per box) is missing"),
+        (sum((c + 1) * k * (4 + num_classes) for c, k in pairs), "SSD's heads are 3x3 convolutions: 9c weights "
+                                                                 "per output channel, not c"),
+    ]
+    for slip, hint in slips:
+        if value == slip:
+            problem += f": {hint}"
+            break
+    return problem, count, received
+
+
+def check_head_parameters(fn: Callable) -> CheckResult:
+    """fn(feature_channels, boxes_per_location, num_classes) -> int, the number of parameters (weights and
+    biases) of SSD's loc and conf heads, one 3x3 conv of each per feature map (ssd_lite.model.SSD)."""
+    ssd300 = ([512, 1024, 512, 256, 256, 256], [4, 6, 6, 6, 4, 4])
+    ssd512 = ([512, 1024, 512, 256, 256, 256, 256], [4, 6, 6, 6, 6, 4, 4])
+    cases = [
+        Case(([8], [2], 2), "one map, one class and background"),
+        Case(([16, 8], [4, 6], 3), "two maps"),
+        Case((*ssd300, 21), "SSD300 on Pascal VOC: 20 classes and background"),
+        Case((*ssd300, 81), "SSD300 on COCO: 80 classes and background"),
+        Case((*ssd300, 91), "torchvision's default num_classes, 91 (COCO's original category ids)"),
+        Case((*ssd512, 21), "SSD512 on Pascal VOC: seven maps"),
+        Case(([96, 128, 128, 128], [6, 6, 6, 6], 6), "the course's model on the shapes"),
+    ]
+    generator = _generator(902)
+    for _ in range(3):
+        m = _randint(1, 7, generator)
+        channels = [(64, 128, 256, 512, 1024)[_randint(0, 4, generator)] for _ in range(m)]
+        per_location = [(2, 4, 6)[_randint(0, 2, generator)] for _ in range(m)]
+        cases.append(Case((channels, per_location, _randint(2, 100, generator)), f"{m} random maps"))
+    return _run_checks("check_head_parameters", fn, cases, _with_inputs(_head_parameters), _compare_head_parameters,
+                       ("feature_channels", "boxes_per_location", "num_classes"))
+
+
+# torchvision's SSD(..., positive_fraction=0.25) (torchvision/models/detection/ssd.py).
+_TORCHVISION_POSITIVE_FRACTION = 0.25
+
+
+def check_prediction_torchvision_neg_pos_ratio(fn: Callable) -> CheckResult:
+    """fn(positive_fraction) -> the reader's prediction of the neg_pos_ratio of ssd_lite.loss.multibox_loss
+    that torchvision's SSD(positive_fraction=0.25) amounts to."""
+    fraction = _TORCHVISION_POSITIVE_FRACTION
+    expected = (1 - fraction) / fraction
+    why = (f"positive_fraction is the share of positives among the default boxes the classification loss keeps "
+           f"in each image: {fraction:g} positives leave {1 - fraction:g} for the mined negatives, "
+           f"{1 - fraction:g} / {fraction:g} = {expected:g} negatives per positive. That is our neg_pos_ratio=3, "
+           "the paper's 3:1; torchvision computes it in SSD.__init__ as neg_to_pos_ratio = (1 - positive_fraction) "
+           "/ positive_fraction.")
+    return _check_prediction("check_prediction_torchvision_neg_pos_ratio", fn, (fraction,), expected, 0.01, why)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Lesson 06: a head laid out another way, the size of a conv's output, and how zoom out changes the
+# positives ("predict, then run"; _check_prediction: see lessons 00 and 02 above)
+# ---------------------------------------------------------------------------------------------------
+
+import functools  # noqa: E402  (this section's imports sit with it, at the end of the module)
+
+__all__ += ["check_flatten_value_major", "check_output_size", "check_prediction_zoom_out_positives"]
+
+
+def _flatten_value_major(head_output: Tensor, num_values: int) -> Tensor:
+    """(B, V*k, f, f) whose channel v*k + j holds value v of the cell's box j -> (B, f*f*k, V), in the default
+    boxes' order: rows, then columns, then the cell's k boxes (SSD's own heads put box j's V values
+    together instead, channel j*V + v, and need only permute(0, 2, 3, 1))."""
+    batch, channels, height, width = head_output.shape
+    boxes = channels // num_values
+    per_value = head_output.reshape(batch, num_values, boxes, height, width)  # (B, V, k, f, f)
+    return per_value.permute(0, 3, 4, 2, 1).reshape(batch, height * width * boxes, num_values)
+
+
+def _misread_layouts(head_output: Tensor, num_values: int) -> list[tuple[Tensor, str]]:
+    """The flattenings a reader may write instead, each with what it gets wrong."""
+    batch, channels, height, width = head_output.shape
+    boxes = channels // num_values
+    per_value = head_output.reshape(batch, num_values, boxes, height, width)
+    return [
+        (head_output.permute(0, 2, 3, 1).reshape(batch, -1, num_values),
+         "read the channels box by box (channel j*V + v, SSD's own layout, where permute(0, 2, 3, 1) is enough); "
+         "this head groups them by value: channel v*k + j is value v of box j"),
+        (per_value.permute(0, 4, 3, 2, 1).reshape(batch, -1, num_values),
+         "went through the cells column by column; the default boxes go row by row: rows, then columns"),
+        (per_value.permute(0, 2, 3, 4, 1).reshape(batch, -1, num_values),
+         "listed every cell for box 0, then every cell for box 1, ...; in the default boxes' order a cell's "
+         "k boxes come together, after the cell's row and column"),
+        (head_output.reshape(batch, -1, num_values),
+         "reshaped without moving the channels: the values of one box must come from the channel axis"),
+    ]
+
+
+def _compare_flatten(expected: tuple[Tensor, tuple], received: Any):
+    """The flattened tensor; a wrong order is named when it is one of the usual misreadings."""
+    flattened, (head_output, num_values) = expected
+    problem = _compare_tensors(flattened, received)
+    if problem is None or "wrong values" not in problem:
+        return None if problem is None else (problem, flattened, received)
+    for misread, what in _misread_layouts(head_output, num_values):
+        if torch.allclose(received.detach().cpu().double(), misread.double()):
+            return f"{problem}: it {what}", flattened, received
+    return problem, flattened, received
+
+
+def _numbered(*shape: int) -> Tensor:
+    """A float tensor holding 0, 1, 2, ... : in a verdict, each number says where it came from."""
+    return torch.arange(math.prod(shape), dtype=torch.float32).reshape(shape)
+
+
+def check_flatten_value_major(fn: Callable) -> CheckResult:
+    """fn(head_output (B, V*k, f, f), num_values V) -> (B, f*f*k, V): a head whose channel v*k + j holds value
+    v of box j, flattened into the default boxes' order. Reference: _flatten_value_major."""
+    cases = [
+        Case((_numbered(1, 4, 1, 1), 4), "one cell with one box: its 4 offsets"),
+        Case((_numbered(1, 8, 1, 1), 4), "one cell with two boxes: channel v*k + j is value v of box j"),
+        Case((_numbered(1, 4, 2, 2), 4), "a 2x2 map, one box per cell: row by row"),
+        Case((_numbered(1, 12, 2, 2), 6), "class scores: C = 6 values, two boxes per cell"),
+        Case((_numbered(2, 8, 2, 2), 4), "a batch of two images"),
+    ]
+    generator = _generator(61)
+    for batch, values, boxes, f in [(1, 4, 6, 3), (2, 6, 4, 4), (2, 21, 4, 2), (3, 4, 6, 5)]:
+        cases.append(Case((torch.randn(batch, values * boxes, f, f, generator=generator), values),
+                          f"{batch} image(s), {f}x{f} map, k = {boxes}, V = {values}"))
+    return _run_checks("check_flatten_value_major", fn, cases, _with_inputs(_flatten_value_major),
+                       _compare_flatten, ("head_output", "num_values"))
+
+
+def _output_size(size: int, kernel_size: int, stride: int = 1, padding: int = 0, dilation: int = 1,
+                 ceil_mode: bool = False) -> int:
+    """The side of a conv's (or max pool's) output: how many positions of the window fit in the padded input.
+
+    A dilated window spans dilation * (kernel_size - 1) + 1 pixels. ceil_mode counts a last, partial
+    window (as SSD300's pool3 does: 75 -> 38), as long as it starts inside the image or its left padding.
+    """
+    span = dilation * (kernel_size - 1) + 1
+    room = size + 2 * padding - span
+    positions = (-(-room // stride) if ceil_mode else room // stride) + 1
+    if ceil_mode and (positions - 1) * stride >= size + padding:
+        positions -= 1  # PyTorch's rule: no window may start in the right padding only
+    return positions
+
+
+def _compare_output_size(expected: tuple[int, tuple], received: Any):
+    """The size, with a hint for the usual slips: dilation ignored, ceil_mode ignored, the first window uncounted."""
+    size, args = expected
+    problem = _compare_int(size, received)
+    if problem is None or "wrong number" not in problem:
+        return None if problem is None else (problem, size, received)
+    value = _as_number(received)
+    settings = dict(zip(("size", "kernel_size", "stride", "padding", "dilation", "ceil_mode"), args))
+    slips = []
+    if settings.get("dilation", 1) > 1:
+        slips.append((_output_size(**{**settings, "dilation": 1}),
+                      "dilation spreads the kernel's taps apart: a dilated k x k window spans dilation*(k - 1) + 1 "
+                      "pixels"))
+    if settings.get("ceil_mode", False):
+        slips.append((_output_size(**{**settings, "ceil_mode": False}),
+                      "ceil_mode=True rounds the division up: a last, partial window counts too"))
+    slips.append((size - 1, "count the first window too: (room left) // stride further positions, plus the first"))
+    for wrong, hint in slips:
+        if value == wrong:
+            return f"{problem}: {hint}", size, received
+    return problem, size, received
+
+
+def check_output_size(fn: Callable) -> CheckResult:
+    """fn(size, kernel_size, stride=1, padding=0, dilation=1, ceil_mode=False) -> int, the side of a conv's or
+    max pool's output for a square input of side `size` (torch.nn.Conv2d's and MaxPool2d's rule; the tests
+    compare _output_size with both)."""
+    cases = [
+        Case((300, 3, 1, 1), "a 3x3 conv with padding 1 keeps the size"),
+        Case((300, 2, 2), "a 2x2 pool with stride 2 halves it"),
+        Case((75, 2, 2), "an odd side halved, rounding down"),
+        Case((75, 2, 2, 0, 1, True), "SSD300's pool3, ceil_mode=True: 75 -> 38"),
+        Case((19, 3, 1, 1), "SSD300's pool5, 3x3 with stride 1 and padding 1"),
+        Case((19, 3, 1, 6, 6), "SSD300's conv6: 3x3, dilation 6, padding 6"),
+        Case((19, 3, 1, 1, 6), "a 3x3 conv with dilation 6 but padding 1"),
+        Case((19, 3, 2, 1), "SSD300's conv8_2: stride 2"),
+        Case((5, 3), "SSD300's conv10_2: no padding, 5 -> 3"),
+    ]
+    generator = _generator(62)
+    while len(cases) < 14:
+        kernel = (1, 3, 5, 7)[_randint(0, 3, generator)]
+        stride, dilation = _randint(1, 3, generator), _randint(1, 3, generator)
+        padding, ceil_mode = _randint(0, kernel // 2, generator), bool(_randint(0, 1, generator))
+        size = _randint(5, 100, generator)
+        room = size + 2 * padding - dilation * (kernel - 1) - 1
+        # Leave out PyTorch's last-window corner case (see _output_size): this exercise is about the formula.
+        if room >= 0 and not (ceil_mode and -(-room // stride) * stride >= size + padding):
+            cases.append(Case((size, kernel, stride, padding, dilation, ceil_mode), "random settings"))
+    return _run_checks("check_output_size", fn, cases, _with_inputs(_output_size), _compare_output_size,
+                       ("size", "kernel_size", "stride", "padding", "dilation", "ceil_mode"))
+
+
+@functools.lru_cache(maxsize=None)
+def _positives_per_object(zoom_out: float) -> float:
+    """Lesson 06's measurement: positive default boxes per object, over 60 shapes images zoomed out (half of
+    the time, up to zoom_out times) and matched to the course model's default boxes."""
+    from ssd_lite.augment import train_transform
+    from ssd_lite.model import default_model
+    from ssd_lite.shapes import ShapesDataset
+
+    transform = train_transform(128, photometric=False, zoom_out=zoom_out, iou_crop=False, flip=False)
+    positives, objects = 0, 0
+    with torch.random.fork_rng():  # the model's weights and the zoom's draws leave the reader's generator alone
+        priors = default_model(num_classes=6).priors
+        torch.manual_seed(0)
+        for image, target in ShapesDataset(60, image_size=128, seed=3):
+            _, target = transform(image, target)
+            _, labels = match(target["boxes"], target["labels"], priors)
+            positives += int((labels > 0).sum())
+            objects += len(target["labels"])
+    return positives / objects
+
+
+def check_prediction_zoom_out_positives(fn: Callable) -> CheckResult:
+    """fn(zoom_out) -> the reader's prediction: with the paper's zoom out (4.0) instead of none, does the average
+    number of positive default boxes per object go up (1), down (-1) or stay about the same (0)?"""
+    without, with_zoom = _positives_per_object(1.0), _positives_per_object(4.0)
+    change = with_zoom - without
+    expected = 0 if abs(change) < 0.1 * without else (1 if change > 0 else -1)
+    why = (f"{without:.1f} positives per object without zoom out, {with_zoom:.1f} with it. A zoomed-out object is "
+           "smaller, often smaller than the smallest default box (0.1 of the side): few default boxes, or none, "
+           "overlap it by IoU 0.5, and it may keep only the one box the bipartite step of matching forces on it. "
+           "Fewer positives per object is less to learn from in each image.")
+    return _check_prediction("check_prediction_zoom_out_positives", fn, (4.0,), expected, 0, why)

@@ -10,6 +10,7 @@ package imports it.
 """
 from __future__ import annotations
 
+import copy
 import inspect
 from typing import Sequence
 
@@ -360,3 +361,200 @@ def explore(draw, **controls) -> None:
         else:
             widgets[name] = ipywidgets.Dropdown(options=list(options), value=default, description=name)
     display(ipywidgets.interactive(draw, **widgets))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The network as a diagram (lesson 06): backbone stages, feature maps, heads, and the flattening.
+
+# SSD300's layer names (paper, figure 2), for the stages and maps that draw_architecture finds in
+# ssd300_vgg16's backbone: VGG16's five blocks, fc6 and fc7 turned into conv6 and conv7, four extra blocks.
+SSD300_STAGE_NAMES = ("conv1", "conv2", "conv3", "conv4", "conv5", "conv6, conv7 (were fc6, fc7)",
+                      "conv8", "conv9", "conv10", "conv11")
+SSD300_MAP_NAMES = ("conv4_3", "conv7", "conv8_2", "conv9_2", "conv10_2", "conv11_2")
+
+
+def _trace_backbone(model) -> tuple[list[tuple[torch.nn.Module, tuple, Tensor]], list[int]]:
+    """The backbone's layers in the order they run, as (layer, input shape, output), and for each feature
+    map the position of the layer that outputs it. Runs a copy of the backbone on the meta device: shapes
+    only, no arithmetic and no memory, so SSD300 traces as fast as the small model."""
+    # Pre-filled memo: deepcopy takes these meta stand-ins instead of copying the real weights.
+    tensors = [*model.features.parameters(), *model.features.buffers()]
+    memo = {id(t): torch.nn.Parameter(torch.empty_like(t, device="meta"), t.requires_grad)
+            if isinstance(t, torch.nn.Parameter) else torch.empty_like(t, device="meta") for t in tensors}
+    features = copy.deepcopy(model.features, memo)
+    layers = []
+    for layer in features.modules():
+        if not list(layer.children()):  # a leaf: conv, pool, norm, activation
+            layer.register_forward_hook(lambda module, inputs, output: layers.append((module, tuple(inputs[0].shape), output)))
+    with torch.no_grad():
+        maps = features(torch.empty(1, 3, model.image_size, model.image_size, device="meta"))
+    # A map is the output of the last layer that returned that very tensor (an in-place ReLU returns its input).
+    taps = [max(i for i, (_, _, output) in enumerate(layers) if output is fmap) for fmap in maps]
+    return layers, taps
+
+
+def _backbone_stages(layers, taps) -> list[dict]:
+    """Group the traced layers into stages: a stage starts at a pooling layer, after a feature map, or at a
+    second layer that shrinks the map (so a strided conv opens a stage, unless only 1x1 convs precede it)."""
+    stages = []
+    for i, (layer, input_shape, output) in enumerate(layers):
+        shrinks = output.shape[-1] < input_shape[-1]
+        if (not stages or stages[-1]["map"] is not None or isinstance(layer, torch.nn.MaxPool2d)
+                or (shrinks and stages[-1]["shrunk"])):
+            stages.append({"layers": [], "shrunk": False, "map": None})
+        stage = stages[-1]
+        stage["layers"].append(layer)
+        stage["shrunk"] |= shrinks
+        stage["shape"] = tuple(output.shape[1:])  # (channels, height, width) after the stage
+        if i in taps:
+            stage["map"] = taps.index(i)
+    return stages
+
+
+def _describe_layers(layers, out_channels: int) -> str:
+    """'pool2×2/2 · 3× conv3×3': the convs and pools in order, repeats counted, a conv's width only where it is
+    not the stage's output width; ReLU and BatchNorm left out."""
+    parts = []
+    for layer in layers:
+        if isinstance(layer, torch.nn.Conv2d):
+            k, s, d = layer.kernel_size[0], layer.stride[0], layer.dilation[0]
+            parts.append(f"conv{k}×{k}" + (f"/{s}" if s > 1 else "") + (f" dilation {d}" if d > 1 else "")
+                         + (f" to {layer.out_channels}" if layer.out_channels != out_channels else ""))
+        elif isinstance(layer, torch.nn.MaxPool2d):
+            k = layer.kernel_size if isinstance(layer.kernel_size, int) else layer.kernel_size[0]
+            s = layer.stride if isinstance(layer.stride, int) else layer.stride[0]
+            parts.append(f"pool{k}×{k}/{s}")
+        elif type(layer).__name__ == "L2Norm":
+            parts.append("L2Norm")
+    grouped = []
+    for part in parts:
+        if grouped and grouped[-1][0] == part:
+            grouped[-1][1] += 1
+        else:
+            grouped.append([part, 1])
+    return " · ".join(part if n == 1 else f"{n}× {part}" for part, n in grouped)
+
+
+def _tint(colour, amount: float = 0.75) -> tuple[float, float, float]:
+    """`colour` mixed with white: a light fill that black text reads well on."""
+    return tuple(c + (1 - c) * amount for c in mcolors.to_rgb(colour))
+
+
+def _diagram_box(ax: Axes, x: float, y: float, width: float, height: float, text: str, fill,
+                 left_aligned: bool = False, **text_options) -> None:
+    """A rounded box with its lower-left corner at (x, y), its text centred (or left-aligned)."""
+    ax.add_patch(mpatches.FancyBboxPatch((x, y), width, height, boxstyle="round,pad=0,rounding_size=0.06",
+                                         facecolor=fill, edgecolor="#404040", linewidth=0.8))
+    ax.text(x + 0.08 if left_aligned else x + width / 2, y + height / 2, text, ha="left" if left_aligned else "center",
+            va="center", fontsize=text_options.pop("fontsize", 9), **text_options)
+
+
+def _arrow(ax: Axes, start: tuple[float, float], end: tuple[float, float]) -> None:
+    ax.annotate("", xy=end, xytext=start, arrowprops=dict(arrowstyle="-|>", color="#404040", linewidth=0.8,
+                                                          shrinkA=0, shrinkB=0))
+
+
+# draw_architecture's columns: (left edge, width) in inches.
+_COLUMNS = {"backbone": (0.0, 3.4), "map": (3.7, 1.6), "head": (5.6, 1.85), "reshape": (7.75, 2.55),
+            "concat": (10.6, 1.5)}
+
+
+def draw_architecture(model, ax: Axes | None = None, title: str | None = None,
+                      stage_names: Sequence[str] | None = None, map_names: Sequence[str] | None = None) -> Axes:
+    """Draw an SSD network (ssd_lite.model.SSD) as a diagram read top to bottom, then left to right.
+
+    Left, the backbone: the input, then one box per stage with its layers and the size of its output
+    (height x width x channels). Each stage that gives a feature map is linked to a box for that map:
+    its size f x f and its k default boxes per cell; then its head, a 3x3 conv with (C + 4)k output
+    channels (4k offsets, Ck class scores); then the reshape of the head's (B, 4k, f, f) and (B, Ck, f, f)
+    outputs into (B, f*f*k, 4) and (B, f*f*k, C); last, their concatenation over the maps into (B, P, 4)
+    and (B, P, C). Everything is read from the model: its heads, its default boxes, and its backbone's
+    layers, traced on a meta-device copy (no weights copied, nothing computed; the model is unchanged).
+
+    stage_names, map_names: labels for the stages and maps (default: SSD300's layer names for
+    ssd300_vgg16, "stage i" and "map k" otherwise). Returns the Axes; its patches are one box for the
+    input, one per stage, then per map its map, head and reshape boxes, and last the concatenation.
+    """
+    _check_ssd(model)
+    stages = _backbone_stages(*_trace_backbone(model))
+    num_maps, num_classes, num_priors = len(model.feature_map_sizes), model.num_classes, len(model.priors)
+    is_ssd300 = type(model.features).__name__ == "VGG16Features" and len(stages) == len(SSD300_STAGE_NAMES)
+    stage_names = list(stage_names or (SSD300_STAGE_NAMES if is_ssd300 else
+                                       [f"stage {i + 1}" for i in range(len(stages))]))
+    map_names = list(map_names or (SSD300_MAP_NAMES if is_ssd300 else [f"map {k + 1}" for k in range(num_maps)]))
+    if len(stage_names) != len(stages) or len(map_names) != num_maps:
+        raise ValueError(f"this model has {len(stages)} backbone stages and {num_maps} feature maps, got "
+                         f"{len(stage_names)} stage names and {len(map_names)} map names")
+
+    row_height, box_height, rows = 0.62, 0.48, len(stages) + 1
+    bottom = lambda row: -row * row_height  # rows go down the page
+    middle = lambda row: bottom(row) + box_height / 2
+    width, height = sum(_COLUMNS["concat"]), rows * row_height + 0.75
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(width + 0.2, height + 0.45))
+        # The axes fill the figure, so that one data unit is one inch and the boxes fit their 9 pt text.
+        fig.subplots_adjust(left=0.1 / (width + 0.2), right=1 - 0.1 / (width + 0.2), bottom=0,
+                            top=height / (height + 0.45))
+    x0, w0 = _COLUMNS["backbone"]
+    _diagram_box(ax, x0, bottom(0), w0, box_height, f"input image {model.image_size}×{model.image_size}×3", "white")
+    map_rows = {}
+    for row, (stage, name) in enumerate(zip(stages, stage_names), start=1):
+        channels, map_height, map_width = stage["shape"]
+        fill = _tint(PRIOR_COLOR, 0.8) if stage["map"] is not None else "#EBEBEB"
+        _diagram_box(ax, x0, bottom(row), w0, box_height, f"{name}\n{_describe_layers(stage['layers'], channels)}",
+                     fill, left_aligned=True, fontsize=8.5)
+        ax.text(x0 + w0 - 0.08, bottom(row) + box_height - 0.06, f"{map_height}×{map_width}×{channels}", ha="right",
+                va="top", fontsize=9, fontweight="bold")
+        _arrow(ax, (x0 + w0 / 2, bottom(row - 1)), (x0 + w0 / 2, bottom(row) + box_height))
+        if stage["map"] is not None:
+            map_rows[stage["map"]] = row
+
+    for k in range(num_maps):
+        f, boxes, row = model.feature_map_sizes[k], model.boxes_per_location[k], map_rows[k]
+        loc_channels, conf_channels = model.loc_heads[k].out_channels, model.conf_heads[k].out_channels
+        texts = {"map": (f"{map_names[k]}: {f}×{f}\nk = {boxes} boxes per cell", _tint(PRIOR_COLOR, 0.8), {}),
+                 "head": (f"3×3 conv to (C+4)k = {loc_channels + conf_channels}"
+                          f"\n{loc_channels} offsets + {conf_channels} scores", _tint(DETECTION_COLOR, 0.7), {}),
+                 "reshape": (f"(B, {loc_channels}, {f}, {f}) → (B, {f * f * boxes}, 4)\n"
+                             f"(B, {conf_channels}, {f}, {f}) → (B, {f * f * boxes}, {num_classes})",
+                             _tint(DETECTION_COLOR, 0.85), {"family": "monospace", "fontsize": 8.5})}
+        previous_end = x0 + w0
+        for key, (text, fill, options) in texts.items():
+            x, w = _COLUMNS[key]
+            _arrow(ax, (previous_end, middle(row)), (x, middle(row)))
+            _diagram_box(ax, x, bottom(row), w, box_height, text, fill, **options)
+            previous_end = x + w
+
+    x, w = _COLUMNS["concat"]
+    concat_height = 1.3
+    y = (middle(min(map_rows.values())) + middle(max(map_rows.values()))) / 2
+    _diagram_box(ax, x, y - concat_height / 2, w, concat_height,
+                 f"all {num_maps} maps\n\nloc\n(B, {num_priors}, 4)\nconf\n(B, {num_priors}, {num_classes})",
+                 _tint(DETECTION_COLOR, 0.6))
+    for row in map_rows.values():
+        _arrow(ax, (_COLUMNS["reshape"][0] + _COLUMNS["reshape"][1], middle(row)), (x, y))
+    for key, heading in [("backbone", "backbone (shared by every map)"), ("map", "feature map"),
+                         ("head", "head: " + ("shared by all maps" if model.shared_heads else "one per map")),
+                         ("reshape", "permute(0, 2, 3, 1), reshape"), ("concat", "torch.cat(dim=1)")]:
+        x, w = _COLUMNS[key]
+        ax.text(x + w / 2, bottom(0) + box_height + 0.08, heading, ha="center", va="bottom", fontsize=9,
+                fontweight="bold")
+    batchnorm = any(isinstance(layer, torch.nn.BatchNorm2d) for layer in model.features.modules())
+    ax.text(0, bottom(rows - 1) - 0.12, f"Every conv is followed by {'BatchNorm and ' if batchnorm else ''}ReLU; "
+            f"conv3×3/2: stride 2. C = {num_classes} classes (background included), B = batch size, "
+            f"P = {num_priors} default boxes.", ha="left", va="top", fontsize=8.5)
+    ax.set_xlim(-0.05, width + 0.05)
+    ax.set_ylim(bottom(rows - 1) - 0.45, bottom(rows - 1) - 0.45 + height)
+    ax.set_axis_off()
+    architecture = model.config.get("architecture", type(model).__name__)
+    ax.set_title(title if title is not None else
+                 f"{architecture}: {num_maps} feature maps, {num_priors} default boxes, "
+                 f"{sum(p.numel() for p in model.parameters()):,} parameters", fontsize=10)
+    return ax
+
+
+def _check_ssd(model) -> None:
+    needed = ("features", "feature_map_sizes", "boxes_per_location", "loc_heads", "conf_heads", "priors", "image_size")
+    if not isinstance(model, torch.nn.Module) or not all(hasattr(model, name) for name in needed):
+        raise TypeError(f"draw_architecture needs an SSD model (ssd_lite.model.SSD, e.g. default_model(6)), "
+                        f"got {type(model).__name__}")

@@ -125,8 +125,8 @@ def _notebook_text(notebook: dict) -> str:
 
 
 def lesson_paths(notebooks_dir: Path) -> list[Path]:
-    """The lessons: notebooks/NN_name.ipynb, in course order."""
-    return sorted(path for path in Path(notebooks_dir).glob("*.ipynb") if re.match(r"\d\d_", path.name))
+    """The lessons, in course order: notebooks/NN_name.ipynb, then the appendices notebooks/AN_name.ipynb."""
+    return sorted(path for path in Path(notebooks_dir).glob("*.ipynb") if re.match(r"(\d\d|A\d)_", path.name))
 
 
 def student_copies(notebooks_dir: Path) -> dict[str, str]:

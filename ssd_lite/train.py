@@ -26,8 +26,9 @@ Two recipes (`--recipe course|voc`; any flag given explicitly overrides the reci
   weight decay 5e-4, batch 32, 120k steps with the lr divided by 10 at 80k and 100k, after a short linear
   warm-up; the full augmentation at 300 px (photometric distortion, zoom out up to 4x, minimum-IoU crops,
   flips); images read from their files at every step (a VOC photo is larger than 300 px, and the crops
-  are cut from the full photo). It needs a GPU: hours there, weeks on a CPU. With a pretrained VGG16
-  (--backbone-weights imagenet) it is what the anchors of the README were measured with.
+  are cut from the full photo). It needs a GPU: hours there, months on a CPU. With a pretrained VGG16
+  (--backbone-weights imagenet) it is the recipe behind the README's anchors (77.2 to 77.8 mAP on VOC2007
+  test in the SSD code bases).
 With --time-budget the schedule follows the clock instead of the steps: warm-up, decays and end fall at
 the same fractions of the budget (so `--recipe voc --time-budget 60` is the voc recipe squeezed into a
 minute; reproducible only when the length is given in steps or epochs).
@@ -41,6 +42,13 @@ not).
 
 The loop stops at the first non-finite loss, naming the step, instead of training on NaN for hours; Ctrl-C
 stops it with the steps trained so far kept (TrainingInterrupted), and the command line saves them.
+
+Several GPUs (or CPU processes): `torchrun --nproc_per_node=N -m ssd_lite.train ...` starts N copies of this
+program; each joins the group (`ssd_lite.distributed`), wraps the model in DistributedDataParallel and trains
+on its share of every batch (--batch-size stays the WHOLE batch), with the MultiBox loss divided by the N of
+the whole batch (`distributed.with_global_n`); process 0 alone shows progress and writes checkpoints. Step s
+trains on the same images whatever the number of processes, so --resume stays exact. With CUDA, --amp
+trains in mixed precision (`ssd_lite.amp`). Started with plain `python -m`, all of this does nothing.
 
 Command line: `python -m ssd_lite.train --help`.
 """
@@ -60,7 +68,8 @@ from torch import Tensor
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
-from ssd_lite import cli
+from ssd_lite import cli, distributed
+from ssd_lite.amp import AmpSettings, autocast, autocast_settings, grad_scaler
 from ssd_lite.augment import train_transform
 from ssd_lite.checkpoint import (CheckpointError, check_output_path, load_checkpoint, read_checkpoint,
                                  restore_rng_states, rng_states, save_checkpoint)
@@ -126,6 +135,7 @@ Objective = Callable[[Tensor, Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
 OBJECTIVES = {"mining": multibox_loss, "focal": focal_multibox_loss}
 CLASS_SCORES = {"mining": "softmax", "focal": "sigmoid"}
 MODELS = ("default", "ssd300_vgg16")  # the course's small model (default_model), the paper's SSD300
+FLOAT32 = autocast_settings("cpu", amp=False)  # no mixed precision: autocast does nothing
 
 
 class NonFiniteLossError(RuntimeError):
@@ -145,30 +155,55 @@ class TrainingInterrupted(KeyboardInterrupt):
 # One step, as in the paper.
 
 def training_step(model: SSD, optimiser: torch.optim.Optimizer, images: Tensor, targets: Sequence[dict],
-                  objective: Objective = multibox_loss) -> tuple[Tensor, Tensor]:
+                  objective: Objective = multibox_loss, amp: AmpSettings = FLOAT32,
+                  scaler: torch.amp.GradScaler | None = None) -> tuple[Tensor, Tensor]:
     """One SSD training step on a batch; returns (loc_loss, conf_loss), detached.
 
     images: (B, 3, S, S) on the model's device; targets: B dicts {"boxes": (G, 4) xyxy in [0, 1],
-    "labels": (G,)} on the same device. Raises NonFiniteLossError, before touching the weights, if the
-    loss is NaN or infinite.
+    "labels": (G,)} on the same device. model may be wrapped in DistributedDataParallel; amp and scaler:
+    mixed precision (ssd_lite.amp), float32 by default. Raises NonFiniteLossError, before touching the
+    weights, if the loss is NaN or infinite (under DDP: on any process, and then on every process).
     """
     # 1. Matching: every default box gets an object to regress to and its class, or background.
-    matched = [match(target["boxes"], target["labels"], model.priors) for target in targets]
+    priors = distributed.unwrap(model).priors  # (DistributedDataParallel hides the SSD's attributes)
+    matched = [match(target["boxes"], target["labels"], priors) for target in targets]
     loc_targets = torch.stack([loc for loc, _ in matched])  # (B, P, 4)
     labels = torch.stack([label for _, label in matched])  # (B, P)
     # 2. The network: offsets (B, P, 4) and class scores (B, P, C) for every default box.
-    loc_pred, conf_pred = model(images)
-    # 3. The MultiBox loss, L = (L_conf + L_loc) / N.
-    loc_loss, conf_loss = objective(loc_pred, conf_pred, loc_targets, labels)
+    with autocast(amp):
+        loc_pred, conf_pred = model(images)
+    # 3. The MultiBox loss, L = (L_conf + L_loc) / N, always in float32 (sums over thousands of boxes).
+    loc_loss, conf_loss = objective(loc_pred.float(), conf_pred.float(), loc_targets, labels)
     loss = loc_loss + conf_loss
+    _check_finite(loss, loc_loss, conf_loss)
+    # 4. Gradient descent: backward, then one step of the optimiser.
+    _update(loss, optimiser, scaler)
+    return loc_loss.detach(), conf_loss.detach()
+
+
+def _check_finite(loss: Tensor, loc_loss: Tensor, conf_loss: Tensor) -> None:
+    """Raise NonFiniteLossError if the loss is NaN or infinite, on every process if it is on any: a process
+    that stopped alone would leave the others waiting forever in DDP's gradient exchange."""
+    if not distributed.any_rank(not torch.isfinite(loss), loss.device):
+        return
     if not torch.isfinite(loss):
         raise NonFiniteLossError(f"the loss became {loss.item()} (loc_loss={loc_loss.item()}, "
                                  f"conf_loss={conf_loss.item()})")
-    # 4. Gradient descent.
+    raise NonFiniteLossError("the loss became NaN or infinite in another process (its images)")
+
+
+def _update(loss: Tensor, optimiser: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None = None) -> None:
+    """Backward, then one optimiser step. With float16 mixed precision the GradScaler multiplies the loss
+    first (tiny gradients would round to 0 in float16), divides the gradients back before the step, and
+    skips a step whose gradients overflowed. Under DDP, backward also averages the gradients of all processes."""
     optimiser.zero_grad(set_to_none=True)
-    loss.backward()
-    optimiser.step()
-    return loc_loss.detach(), conf_loss.detach()
+    if scaler is None or not scaler.is_enabled():
+        loss.backward()
+        optimiser.step()
+        return
+    scaler.scale(loss).backward()
+    scaler.step(optimiser)
+    scaler.update()
 
 
 def learning_rate_factor(progress: float, warmup: float = DEFAULT_WARMUP,
@@ -207,6 +242,8 @@ class ShuffledBatches(Sampler[list[int]]):
     else: step s always trains on batch s % len(self) of epoch s // len(self), and `start_at(s)` makes the
     next pass over the sampler begin there (how a resumed run picks up where it stopped). A last incomplete
     batch is dropped, unless the data holds less than one batch: then each epoch is one batch of it all.
+    Under torchrun every process draws the same whole batches and keeps its own slice of each
+    (`distributed.share_of_batch`), so step s trains on the same images whatever the number of processes.
     """
 
     def __init__(self, num_items: int, batch_size: int, seed: int):
@@ -227,7 +264,7 @@ class ShuffledBatches(Sampler[list[int]]):
     def __iter__(self):
         order = self.permutation(self.epoch)
         for batch in range(self.first_batch, len(self)):
-            yield order[batch * self.batch_size:(batch + 1) * self.batch_size]
+            yield distributed.share_of_batch(order[batch * self.batch_size:(batch + 1) * self.batch_size])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -240,7 +277,7 @@ def train(model: SSD, dataset: Dataset, epochs: int | None = None, time_budget: 
           progress: bool = True, objective: Objective = multibox_loss, steps: int | None = None,
           optimiser_name: str = "adamw", momentum: float | None = None, milestones: Sequence[float] | None = None,
           save_every: int | None = None, save: Callable[[dict, bool], None] | None = None, resume: dict | None = None,
-          stop_after: float | None = None) -> dict[str, list[float]]:
+          stop_after: float | None = None, amp: bool = False, sync_bn: bool = False) -> dict[str, list[float]]:
     """Train `model` in place on `dataset` with `training_step`; return the history of the loss per step.
 
     dataset: items (image (3, S, S) float in [0, 1], target) at the model's input size, augmented already
@@ -256,6 +293,12 @@ def train(model: SSD, dataset: Dataset, epochs: int | None = None, time_budget: 
       "batch_size", "num_items"} is what `resume` takes to continue exactly there (the caller restores
       the model's weights); TrainingInterrupted.state holds it too.
     stop_after: end this call after that many seconds even if the run has steps left (to resume later).
+    amp: mixed precision (CUDA only, ssd_lite.amp; float16 adds "scaler" to the state). sync_bn: under
+      torchrun, BatchNorm statistics over the whole batch (SyncBatchNorm, CUDA only).
+    Under torchrun (after distributed.init), call it in every process with the same arguments: each trains
+    on its share of every batch of `batch_size` as DistributedDataParallel, only process 0 shows progress,
+    and the history holds the whole batch's losses. `save` is called in every process (let process 0
+    write); the state's "rng" is then this process's generators and "rng_per_process" everyone's.
     Returns {"loss", "loc_loss", "conf_loss", "lr"}: one float per step (with resume, the whole run's).
     Raises NonFiniteLossError at the first NaN or infinite loss, naming the step, and TrainingInterrupted
     (a KeyboardInterrupt carrying the history) on Ctrl-C: the model keeps the steps trained so far.
@@ -263,37 +306,59 @@ def train(model: SSD, dataset: Dataset, epochs: int | None = None, time_budget: 
     _check_train_arguments(dataset, epochs, steps, time_budget, batch_size, lr, weight_decay, warmup, num_workers,
                            optimiser_name, momentum, milestones, save_every, stop_after, resume)
     device = pick_device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())  # under torchrun: this process's GPU
+    amp_settings = autocast_settings(device, amp)  # refuses amp on the CPU, saying why
+    scaler = grad_scaler(amp_settings) if amp_settings.grad_scaler else None
     # channels_last: the convolutions' preferred memory layout, measured ~10% faster per step on the CPU.
     model.to(device, memory_format=torch.channels_last).train()
+    # Under torchrun: DistributedDataParallel, after the move (it copies process 0's weights to all), and
+    # the loss divided by the whole batch's N. Without torchrun: the model and the objective themselves.
+    ddp_model = distributed.wrap_model(model, device, sync_bn=sync_bn)
+    objective = distributed.with_global_n(objective)
     if num_workers is None:
         num_workers = default_num_workers(device)
     batches = ShuffledBatches(len(dataset), batch_size, seed)
+    # Each process its own augmentation draws (the same seed everywhere would flip or crop the k-th image of
+    # every process's share alike); seed + 0 in a plain run.
+    process_seed = seed + distributed.rank()
     loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate, num_workers=num_workers,
-                        generator=torch.Generator().manual_seed(seed),  # the workers' augmentation seeds
+                        generator=torch.Generator().manual_seed(process_seed),  # the workers' augmentation seeds
                         persistent_workers=num_workers > 0, pin_memory=device.type == "cuda")
     total_steps = epochs * len(batches) if epochs is not None else steps
     optimiser = make_optimiser(model, lr, weight_decay, optimiser_name, momentum)
     if resume is None:
-        torch.manual_seed(seed)  # the augmentation's random draws, when they run in this process
+        torch.manual_seed(process_seed)  # the augmentation's random draws, when they run in this process
         step, seconds_before, history = 0, 0.0, {"loss": [], "loc_loss": [], "conf_loss": [], "lr": []}
     else:
         optimiser.load_state_dict(resume["optimiser"])
-        restore_rng_states(resume["rng"])
+        if scaler is not None and "scaler" in resume:
+            scaler.load_state_dict(resume["scaler"])
+        _restore_random_state(resume, process_seed)
         step, seconds_before = resume["step"], resume["seconds"]
         history = {key: list(values) for key, values in resume["history"].items()}
     start = time.perf_counter()
     seconds = lambda: seconds_before + time.perf_counter() - start  # this run's training time, all calls
+    agreed_seconds = lambda: _same_in_every_process(seconds(), device)  # for decisions: lr, when to stop
     # The generators' states before the next batch is drawn: where a resumed run must start from.
     rng, finished = rng_states(), False
 
-    def state() -> dict:
-        return {"step": step, "epoch": step // len(batches), "seconds": seconds(), "finished": finished,
-                "optimiser": optimiser.state_dict(), "rng": rng, "history": history, "batch_size": batch_size,
-                "num_items": len(dataset)}
+    def state(all_processes: bool = True) -> dict:
+        # all_processes: every process calls this at the same step (not so on Ctrl-C), so all can share
+        # their generators' states with process 0, the one that saves.
+        saved = {"step": step, "epoch": step // len(batches), "seconds": seconds(), "finished": finished,
+                 "optimiser": optimiser.state_dict(), "rng": rng, "history": history, "batch_size": batch_size,
+                 "num_items": len(dataset)}
+        if all_processes and distributed.world_size() > 1:
+            saved["rng_per_process"] = distributed.gather_in_order([rng], [distributed.rank()])
+        if scaler is not None:
+            saved["scaler"] = scaler.state_dict()
+        return saved
 
     # Redraw at most once a second: in a notebook every redraw is a message to the browser, and thousands
     # of them overflow Jupyter's message queue.
-    bar = tqdm(total=total_steps if total_steps is not None else round(time_budget), disable=not progress,
+    bar = tqdm(total=total_steps if total_steps is not None else round(time_budget),
+               disable=not (progress and distributed.is_main_process()),
                initial=step if total_steps is not None else min(round(seconds_before), round(time_budget)),
                desc="training", unit="step" if total_steps is not None else "s", mininterval=1.0)
     running_loss, done = None, False
@@ -301,14 +366,15 @@ def train(model: SSD, dataset: Dataset, epochs: int | None = None, time_budget: 
         while not done:
             batches.start_at(step)
             for images, targets in loader:
-                fraction = step / total_steps if total_steps is not None else seconds() / time_budget
+                fraction = step / total_steps if total_steps is not None else agreed_seconds() / time_budget
                 step_lr = lr * learning_rate_factor(fraction, warmup, milestones)
                 for group in optimiser.param_groups:
                     group["lr"] = step_lr
                 images = images.to(device, memory_format=torch.channels_last, non_blocking=True)
                 targets = [{key: target[key].to(device) for key in ("boxes", "labels")} for target in targets]
                 try:
-                    loc_loss, conf_loss = training_step(model, optimiser, images, targets, objective)
+                    loc_loss, conf_loss = training_step(ddp_model, optimiser, images, targets, objective,
+                                                        amp_settings, scaler)
                 except NonFiniteLossError as error:
                     raise NonFiniteLossError(
                         f"step {step + 1} (epoch {step // len(batches) + 1}): {error}. Training stopped: weights "
@@ -316,6 +382,8 @@ def train(model: SSD, dataset: Dataset, epochs: int | None = None, time_budget: 
                         f"box), or a learning rate too high (lr={lr}).") from None
                 step += 1
                 rng = rng_states()
+                # The whole batch's losses: the mean of the processes' shares (see distributed.with_global_n).
+                loc_loss, conf_loss = distributed.all_reduce_mean(torch.stack([loc_loss, conf_loss]))
                 loss_value = (loc_loss + conf_loss).item()
                 history["loss"].append(loss_value)
                 history["loc_loss"].append(loc_loss.item())
@@ -327,21 +395,47 @@ def train(model: SSD, dataset: Dataset, epochs: int | None = None, time_budget: 
                     bar.update(1)
                     finished = step >= total_steps
                 else:
-                    bar.update(min(round(seconds()), bar.total) - bar.n)
-                    finished = seconds() >= time_budget
-                done = finished or (stop_after is not None and time.perf_counter() - start >= stop_after)
+                    now = agreed_seconds()
+                    bar.update(min(round(now), bar.total) - bar.n)
+                    finished = now >= time_budget
+                done = finished or (stop_after is not None and agreed_seconds() - seconds_before >= stop_after)
                 if done:
                     break
                 if save is not None and save_every is not None and step % save_every == 0:
                     save(state(), False)
     except KeyboardInterrupt:
-        raise TrainingInterrupted(step, history, state()) from None
+        raise TrainingInterrupted(step, history, state(all_processes=False)) from None
     finally:
         bar.close()
         model.eval()
     if save is not None:
         save(state(), True)
     return history
+
+
+def _same_in_every_process(seconds: float, device: torch.device) -> float:
+    """`seconds` (a process's clock) made the same in every process, their mean: with a schedule on the
+    clock each process must set the same lr, and all must stop after the same step (one that stopped alone
+    would leave the others waiting forever in their next gradient exchange). Without torchrun: `seconds`."""
+    if distributed.world_size() == 1:
+        return seconds
+    clock = torch.tensor(seconds, dtype=torch.float64, device=device)
+    return distributed.all_reduce_mean(clock).item()
+
+
+def _restore_random_state(resume: dict, seed: int) -> None:
+    """Set the random generators back to where the saved run left them, each process its own (so the
+    augmentation's draws repeat, with num_workers=0). A run saved by another number of processes (or by
+    torchrun on Ctrl-C) holds no states for this one: `seed` then, and a note (the images of every step stay
+    the same: ShuffledBatches; only their random crops and flips differ from the unbroken run)."""
+    per_process = resume.get("rng_per_process") or [resume["rng"]]
+    if len(per_process) == distributed.world_size():
+        restore_rng_states(per_process[distributed.rank()])
+        return
+    torch.manual_seed(seed)
+    if distributed.is_main_process():
+        print(f"note: the run was saved by {len(per_process)} process(es), it continues in "
+              f"{distributed.world_size()}: same images at every step, other random augmentations")
 
 
 def _check_train_arguments(dataset, epochs, steps, time_budget, batch_size, lr, weight_decay, warmup, num_workers,
@@ -372,6 +466,7 @@ def _check_train_arguments(dataset, epochs, steps, time_budget, batch_size, lr, 
         raise ValueError(f"num_workers must be a whole number >= 0, got {num_workers!r}")
     if len(dataset) == 0:
         raise ValueError("the training data set is empty")
+    distributed.per_rank_batch_size(min(batch_size, len(dataset)))  # under torchrun: each process an equal share
     if resume is None:
         return
     if (resume["num_items"], resume["batch_size"]) != (len(dataset), batch_size):
@@ -471,7 +566,7 @@ def prepare_run(settings: dict, progress: bool = True, backbone: tuple | None = 
 def run_training(settings: dict, path: str | Path | None = None, device: str | torch.device | None = None,
                  progress: bool = True, num_workers: int | None = None, save_on_interrupt: bool = True,
                  save_every: int | None = None, backbone: tuple | None = None, resume: dict | None = None,
-                 stop_after: float | None = None) -> tuple[SSD, dict]:
+                 stop_after: float | None = None, amp: bool = False, sync_bn: bool = False) -> tuple[SSD, dict]:
     """Prepare, train and (if `path`) save the run that `settings` describe; returns (model, checkpoint).
 
     settings: as `default_settings()`, with one of "epochs", "steps" and "time_budget" (none: about
@@ -480,21 +575,28 @@ def run_training(settings: dict, path: str | Path | None = None, device: str | t
     TrainingInterrupted raised then. Each holds the steps done ("steps_done"), whether the run reached its
     end ("finished") and its state ("resume"), from which `resume` continues it.
     backbone: see make_model. resume: the checkpoint dict (read_checkpoint) of the run to continue.
-    stop_after: end this call after that many seconds, even with steps left.
+    stop_after: end this call after that many seconds, even with steps left. amp, sync_bn: see train.
+    Under torchrun, call it in every process: all train, process 0 alone writes (the others return the
+    checkpoint dict unsaved). The checkpoint records the session's "world_size", "amp" and "sync_bn".
     """
     settings = {**settings, "data": dict(settings["data"])}
     model, dataset, class_names = prepare_run(settings, progress, backbone,
                                               model_config=resume["model_config"] if resume else None)
     if resume is not None:
-        model.load_state_dict(resume["model_state"])
+        try:
+            model.load_state_dict(resume["model_state"])
+        except RuntimeError as error:
+            raise CheckpointError(f"the checkpoint's weights do not fit the model it describes "
+                                  f"({str(error).splitlines()[0]})") from None
     if all(settings.get(key) is None for key in ("epochs", "steps", "time_budget")):
         settings["epochs"] = default_epochs(len(dataset), settings["batch_size"])
     end = {}
 
     def write(state: dict, **marks) -> dict:
         record = {**settings, "history": state["history"], "steps_done": state["step"],
-                  "train_seconds": round(state["seconds"], 1), "finished": state["finished"], **marks}
-        if path is None:
+                  "train_seconds": round(state["seconds"], 1), "finished": state["finished"],
+                  "world_size": distributed.world_size(), "amp": amp, "sync_bn": sync_bn, **marks}
+        if path is None or not distributed.is_main_process():
             return {"class_names": class_names, **record}
         run_state = {key: value for key, value in state.items() if key != "history"}
         return save_checkpoint(path, model, class_names, **record,
@@ -508,7 +610,7 @@ def run_training(settings: dict, path: str | Path | None = None, device: str | t
 
     try:
         train(model, dataset, **_train_arguments(settings), num_workers=num_workers, device=device,
-              progress=progress, save_every=save_every, save=save, stop_after=stop_after,
+              progress=progress, save_every=save_every, save=save, stop_after=stop_after, amp=amp, sync_bn=sync_bn,
               resume={**resume["resume"], "history": resume["history"]} if resume else None)
     except TrainingInterrupted as stop:
         if path is not None and save_on_interrupt and stop.step > 0:
@@ -632,6 +734,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="on Ctrl-C, save nothing (default: save the steps trained so far, marked "
                              "as interrupted, resumable)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--amp", action="store_true",
+                        help="mixed precision on CUDA GPUs: bfloat16 where the GPU has it (compute capability >= 8), "
+                             "else float16 with a grad scaler; refused on the CPU")
+    parser.add_argument("--sync-bn", action="store_true",
+                        help="under torchrun on GPUs: BatchNorm statistics over the whole batch (SyncBatchNorm) "
+                             "instead of each process's share (the default model; SSD300 has no BatchNorm)")
+    parser.add_argument("--backend", choices=("nccl", "gloo"), default=None,
+                        help="under torchrun: how the processes exchange gradients (default: nccl on CUDA GPUs, "
+                             "gloo on the CPU)")
     cli.add_common_flags(parser)
     args = parser.parse_args(argv)
     _check_flags(parser, args)
@@ -796,47 +907,92 @@ def _resumed_data(data: dict, args: argparse.Namespace) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    # Every check that can fail before the work starts: the output path first.
+    # Under torchrun: join the other processes first (NCCL on this process's GPU, or gloo on the CPU); a
+    # partial launcher environment or NCCL without GPUs is refused here. Without torchrun: the device.
+    device = distributed.init(backend=args.backend, device=args.device)
+    try:
+        return _train_from_command_line(args, device)
+    finally:
+        distributed.cleanup()
+
+
+def _train_from_command_line(args: argparse.Namespace, device: torch.device) -> int:
+    say = print if distributed.is_main_process() else lambda *_, **__: None  # one process speaks for all
+    # Every check that can fail before the work starts, in every process: a refused run writes nothing.
+    _check_parallel_flags(args, device)
     if check_output_path(args.out):
-        print(f"note: {args.out} is an ssd_lite checkpoint; it will be replaced when training ends")
+        say(f"note: {args.out} is an ssd_lite checkpoint; it will be replaced when training ends")
     threads = use_threads(args.threads)
     backbone, checkpoint, stop_after = None, None, None
     if args.resume is not None:
         checkpoint = read_checkpoint(args.resume)
         settings, stop_after = resumed_settings(checkpoint, args)
-        state = checkpoint["resume"]
-        print(f"resuming {args.resume}: {state['step']} steps done ({state['seconds']:.0f} s of training)")
     else:
         settings = settings_from_args(args)
-        if settings["backbone_weights"] is not None:
-            # Read now, so that an offline machine or a wrong file is reported before any data is prepared.
-            backbone = vgg16_backbone_weights(settings["backbone_weights"])
-            print(f"VGG16 base from {settings['backbone_weights']}; inputs standardised with mean "
-                  f"{tuple(round(m, 5) for m in backbone[1])}, std {tuple(round(s, 5) for s in backbone[2])}")
-        elif settings["model"] == "ssd300_vgg16":
-            print("note: SSD300 starts from random weights; the paper's results need a pretrained VGG16 "
-                  "(--backbone-weights imagenet)")
-    progress = not args.no_progress
-    print(f"training on {pick_device(args.device)}, {threads} CPU thread(s)")
+    distributed.per_rank_batch_size(settings["batch_size"])  # under torchrun: the processes share each batch
+    if checkpoint is not None:
+        state = checkpoint["resume"]
+        say(f"resuming {args.resume}: {state['step']} steps done ({state['seconds']:.0f} s of training)")
+    elif settings["backbone_weights"] is not None:
+        # Read now, so that an offline machine or a wrong file is reported before any data is prepared.
+        backbone = _process_0_first(lambda: vgg16_backbone_weights(settings["backbone_weights"]))
+        say(f"VGG16 base from {settings['backbone_weights']}; inputs standardised with mean "
+            f"{tuple(round(m, 5) for m in backbone[1])}, std {tuple(round(s, 5) for s in backbone[2])}")
+    elif settings["model"] == "ssd300_vgg16":
+        say("note: SSD300 starts from random weights; the paper's results need a pretrained VGG16 "
+            "(--backbone-weights imagenet)")
+    progress = not args.no_progress and distributed.is_main_process()
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # one input size throughout: let cuDNN pick its fastest kernels
+    say(f"training on {device}, {threads} CPU thread(s)" + _processes_line(args))
     try:
-        model, saved = run_training(settings, args.out, device=args.device, progress=progress,
+        model, saved = run_training(settings, args.out, device=device, progress=progress,
                                     num_workers=args.workers, save_on_interrupt=not args.no_save_on_interrupt,
                                     save_every=args.save_every, backbone=backbone, resume=checkpoint,
-                                    stop_after=stop_after)
+                                    stop_after=stop_after, amp=args.amp, sync_bn=args.sync_bn)
     except TrainingInterrupted as stop:
         kept = stop.step > 0 and not args.no_save_on_interrupt
-        print(f"interrupted after {stop.step} steps; " +
-              (f"saved them to {args.out} (marked as interrupted; --resume {args.out} continues)" if kept
-               else "nothing saved"), file=sys.stderr)
+        if distributed.is_main_process():
+            print(f"interrupted after {stop.step} steps; " +
+                  (f"saved them to {args.out} (marked as interrupted; --resume {args.out} continues)" if kept
+                   else "nothing saved"), file=sys.stderr)
         return 130
     history = saved["history"]
     steps_before, seconds_before = (state["step"], state["seconds"]) if checkpoint else (0, 0)
-    print(f"trained {saved['steps_done'] - steps_before} steps in {saved['train_seconds'] - seconds_before:.0f} s, "
-          f"final loss {history['loss'][-1]:.3f}; saved {args.out}" +
-          (f" (the run: {saved['steps_done']} steps, {saved['train_seconds']:.0f} s)" if checkpoint else ""))
+    say(f"trained {saved['steps_done'] - steps_before} steps in {saved['train_seconds'] - seconds_before:.0f} s, "
+        f"final loss {history['loss'][-1]:.3f}; saved {args.out}" +
+        (f" (the run: {saved['steps_done']} steps, {saved['train_seconds']:.0f} s)" if checkpoint else ""))
     if not saved["finished"]:
-        print(f"the run is not finished: continue it with --resume {args.out}")
+        say(f"the run is not finished: continue it with --resume {args.out}")
     return 0
+
+
+def _check_parallel_flags(args: argparse.Namespace, device: torch.device) -> None:
+    """--amp, --sync-bn and --backend against the device this process trains on (each a ValueError)."""
+    autocast_settings(device, args.amp)  # --amp on the CPU: refused, saying why
+    if args.sync_bn:
+        distributed.check_sync_bn(device)
+    if args.backend is not None:
+        distributed.choose_backend(args.backend, device)  # also without torchrun: NCCL needs GPUs
+
+
+def _process_0_first(load: Callable[[], object]):
+    """load() in process 0 first, then in the others: eight processes downloading the same weights into
+    torch hub's cache at once would fetch them eight times; after process 0 the others find them there."""
+    if not distributed.is_main_process():
+        torch.distributed.barrier()
+    loaded = load()
+    if distributed.is_main_process() and distributed.is_distributed():
+        torch.distributed.barrier()
+    return loaded
+
+
+def _processes_line(args: argparse.Namespace) -> str:
+    """How the run is spread over processes, for the "training on" line."""
+    if not distributed.is_distributed():
+        return ""
+    return (f", {distributed.world_size()} processes (DistributedDataParallel, "
+            f"{torch.distributed.get_backend()}{', SyncBatchNorm' if args.sync_bn else ''})")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ssd_lite.checkpoint import (CheckpointError, check_output_path, is_checkpoint, load_checkpoint,
-                                 save_checkpoint)
+                                 read_checkpoint, save_checkpoint)
 from ssd_lite.model import small_ssd
 from ssd_lite.shapes import SHAPE_CLASS_NAMES
 
@@ -130,3 +130,23 @@ def test_saving_is_atomic(tmp_path, monkeypatch):
     assert path.read_bytes() == good
     assert os.listdir(tmp_path) == ["model.pt"]
     load_checkpoint(path)  # still loads
+
+
+def test_settings_may_be_called_model_or_path_and_read_checkpoint_builds_nothing(tmp_path):
+    """Training runs record settings such as "model" (--model): they must not clash with the arguments."""
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, _model(), CLASS_NAMES, model="default", path="elsewhere", class_scores="softmax")
+    checkpoint = read_checkpoint(path)
+    assert checkpoint["model"] == "default" and checkpoint["path"] == "elsewhere"
+    assert checkpoint["class_names"] == CLASS_NAMES
+    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+        read_checkpoint(tmp_path / "missing.pt")
+
+
+def test_saved_files_get_the_usual_permissions(tmp_path):
+    """Not mkstemp's private 0600: a checkpoint is shared like any file the user writes."""
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, _model(), CLASS_NAMES)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ssd_lite import cli, detect, evaluate, train
+from ssd_lite import cli, detect, distributed, evaluate, train
 from ssd_lite.checkpoint import save_checkpoint
 from ssd_lite.device import THREADS_VARIABLE, choose_num_threads, pick_device
 from ssd_lite.model import small_ssd
@@ -149,6 +149,68 @@ def test_train_ctrl_c_saves_the_steps_trained_so_far(tmp_path, capsys, monkeypat
     out.unlink()
     assert run(train, *args, "--no-save-on-interrupt") == 130
     assert "nothing saved" in capsys.readouterr().err and not out.exists()
+
+
+# ---------------------------------------------------------------- torchrun, GPUs: bad setups refused before any work
+
+TORCHRUN_ENVIRONMENT = dict(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT="29500")
+EVERY_GPU_FLAG_ON_THE_CPU = [
+    ({}, ["--amp"], "--amp (mixed precision) is for CUDA GPUs, but this run trains on cpu"),
+    ({}, ["--sync-bn"], "SyncBatchNorm (--sync-bn) works on CUDA GPUs only"),
+    ({}, ["--backend", "nccl"], "the NCCL backend was asked for, but torch sees no CUDA GPU on this machine"),
+    (TORCHRUN_ENVIRONMENT, ["--backend", "nccl"], "the NCCL backend was asked for, but torch sees no CUDA GPU"),
+]
+
+
+@pytest.fixture
+def existing_run(tmp_path, checkpoint, monkeypatch):
+    """A machine without GPUs, started without torchrun, where --out names an earlier checkpoint."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for name in distributed.LAUNCH_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    out = tmp_path / "model.pt"
+    out.write_bytes(checkpoint.read_bytes())
+    return out
+
+
+def _assert_refused_in_one_paragraph(capsys, out, original, message):
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and err.startswith("ssd_lite.train: error: ")
+    assert out.read_bytes() == original and [path.name for path in out.parent.iterdir()] == [out.name]
+    assert not distributed.is_distributed()
+
+
+@pytest.mark.parametrize("environment, args, message", [
+    ({"RANK": "0"}, [], "only part of the launcher's environment: RANK set, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, "
+                        "MASTER_PORT missing"),
+    ({"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}, [], "MASTER_ADDR, MASTER_PORT missing"),
+    (dict(TORCHRUN_ENVIRONMENT, RANK="1"), [], "RANK=1 and WORLD_SIZE=1 do not fit"),
+    *EVERY_GPU_FLAG_ON_THE_CPU,
+])
+def test_train_refuses_bad_parallel_setups_before_any_work(capsys, never_generate, existing_run, monkeypatch,
+                                                           environment, args, message):
+    """torchrun's environment in part, NCCL or a GPU-only flag without GPUs: one paragraph, exit 2, the
+    earlier checkpoint untouched, no process group joined."""
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    original = existing_run.read_bytes()
+    assert run(train, "--no-progress", "--out", existing_run, *args) == 2
+    _assert_refused_in_one_paragraph(capsys, existing_run, original, message)
+
+
+@pytest.mark.parametrize("args, processes, message", [
+    (["--batch-size", "3"], 2, "a batch of 3 images does not split evenly over 2 processes"),
+    ([], 3, "a batch of 16 images does not split evenly over 3 processes (16 / 3 is not a whole number). The batch "
+            "size is the whole batch, shared by all processes: use a multiple of 3, such as 15 or 18"),
+])
+def test_train_refuses_a_batch_the_processes_cannot_share(capsys, never_generate, existing_run, monkeypatch,
+                                                          args, processes, message):
+    """Under torchrun every process checks this before any work (the real 2-process run is in
+    tests/test_train_ddp.py); here the group's size is faked."""
+    monkeypatch.setattr(distributed, "world_size", lambda: processes)
+    original = existing_run.read_bytes()
+    assert run(train, "--no-progress", "--out", existing_run, *args) == 2
+    _assert_refused_in_one_paragraph(capsys, existing_run, original, message)
 
 
 def _image_folder(tmp_path):

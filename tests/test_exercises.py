@@ -776,6 +776,10 @@ def test_student_command_writes_deterministic_copies_and_checks_them(tmp_path, c
     lessons.mkdir()
     (lessons / "00_a.ipynb").write_text(json.dumps(_notebook(_cell("code", SOLUTION, nbgrader="ex00-d"))))
     (lessons / "scratch.ipynb").write_text(json.dumps(_notebook()))  # not a lesson: not copied
+    assert [p.name for p in student_copies.lesson_paths(lessons)] == ["00_a.ipynb"]
+    (lessons / "A1_appendix.ipynb").write_text(json.dumps(_notebook()))  # an appendix: a lesson too
+    assert [p.name for p in student_copies.lesson_paths(lessons)] == ["00_a.ipynb", "A1_appendix.ipynb"]
+    (lessons / "A1_appendix.ipynb").unlink()
     out = lessons / "student"
     assert student_copies.main(["--notebooks", str(lessons), "--check"]) == 1  # nothing written yet
     assert student_copies.main(["--notebooks", str(lessons)]) == 0
@@ -1419,3 +1423,690 @@ def test_batch_mining_question_is_the_one_the_lesson_asks():
     per_image = hard_negative_mining(conf_loss, labels).sum(dim=1).tolist()
     per_batch = ex._batch_hard_negative_mining(conf_loss, labels).sum(dim=1).tolist()
     assert per_image == [3 * int((labels > 0).sum()), 0] and per_batch == [0, per_image[0]]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Lessons 05 and 07: soft-NMS, a chain of boxes, duplicates in a ranked list, how AP reads a curve
+# ---------------------------------------------------------------------------------------------------
+
+import numpy as np  # noqa: E402  (this section's imports sit with it, at the end of the module)
+
+from ssd_lite.evaluate import match_detections  # noqa: E402
+
+
+def soft_nms_linear(boxes, scores, sigma=0.5, score_threshold=0.001):
+    """The linear soft-NMS of the same paper, score * (1 - IoU), instead of the Gaussian one."""
+    scores = scores.clone()
+    remaining, keep, kept = list(range(len(boxes))), [], []
+    while remaining:
+        best = max(remaining, key=lambda i: float(scores[i]))
+        keep.append(best)
+        kept.append(float(scores[best]))
+        remaining.remove(best)
+        for i in remaining:
+            scores[i] *= 1 - float(box_iou(boxes[best][None], boxes[i][None]))
+        remaining = [i for i in remaining if scores[i] >= score_threshold]
+    return torch.tensor(keep, dtype=torch.long), torch.tensor(kept)
+
+
+def soft_nms_sigma_not_squared(boxes, scores, sigma=0.5, score_threshold=0.001):
+    """exp(-IoU / sigma): the IoU not squared."""
+    scores = scores.clone()
+    remaining, keep, kept = list(range(len(boxes))), [], []
+    while remaining:
+        best = max(remaining, key=lambda i: float(scores[i]))
+        keep.append(best)
+        kept.append(float(scores[best]))
+        remaining.remove(best)
+        for i in remaining:
+            scores[i] *= math.exp(-float(box_iou(boxes[best][None], boxes[i][None])) / sigma)
+        remaining = [i for i in remaining if scores[i] >= score_threshold]
+    return torch.tensor(keep, dtype=torch.long), torch.tensor(kept)
+
+
+def soft_nms_without_resorting(boxes, scores, sigma=0.5, score_threshold=0.001):
+    """Decays the scores but visits the boxes in their original order: a decayed box is never overtaken."""
+    scores = scores.clone()
+    order = scores.argsort(descending=True).tolist()
+    keep, kept = [], []
+    for position, best in enumerate(order):
+        if scores[best] < score_threshold:
+            continue
+        keep.append(best)
+        kept.append(float(scores[best]))
+        for i in order[position + 1:]:
+            scores[i] *= math.exp(-float(box_iou(boxes[best][None], boxes[i][None])) ** 2 / sigma)
+    return torch.tensor(keep, dtype=torch.long), torch.tensor(kept)
+
+
+def soft_nms_hard(boxes, scores, sigma=0.5, score_threshold=0.001):
+    """Plain NMS: drops the overlapping boxes instead of lowering their scores."""
+    keep = nms(boxes, scores, 0.5)
+    return keep, scores[keep]
+
+
+def soft_nms_original_scores(boxes, scores, sigma=0.5, score_threshold=0.001):
+    """The right boxes in the right order, but each with its score before any decay."""
+    keep, _ = ex._soft_nms(boxes, scores, sigma, score_threshold)
+    return keep, scores[keep]
+
+
+def duplicates_count_as_found(object_hit, num_objects):
+    true_positives = (object_hit >= 0).double().cumsum(0)
+    return true_positives / torch.arange(1, len(object_hit) + 1), true_positives / num_objects
+
+
+def duplicates_left_out(object_hit, num_objects):
+    """Skips the duplicates, as if NMS had removed them: fewer entries than detections."""
+    seen, kept = set(), []
+    for hit in object_hit.tolist():
+        if hit < 0 or hit not in seen:
+            kept.append(hit)
+        seen.add(hit)
+    return ex._precision_recall_with_duplicates(torch.tensor(kept, dtype=torch.long), num_objects)
+
+
+def duplicates_recall_over_detections(object_hit, num_objects):
+    precision, _ = ex._precision_recall_with_duplicates(object_hit, num_objects)
+    return precision, precision
+
+
+LESSON_05_07_CHECKERS = {
+    "check_soft_nms": (ex._soft_nms, [soft_nms_linear, soft_nms_sigma_not_squared, soft_nms_without_resorting,
+                                      soft_nms_hard, soft_nms_original_scores]),
+    "check_prediction_nms_chain": (lambda boxes, scores, iou_threshold: 2,
+                                   [lambda boxes, scores, iou_threshold: 1, lambda boxes, scores, iou_threshold: 3]),
+    "check_precision_recall_with_duplicates": (ex._precision_recall_with_duplicates,
+                                               [duplicates_count_as_found, duplicates_left_out,
+                                                duplicates_recall_over_detections]),
+    "check_prediction_eleven_point_ap": (lambda precision, recall: 6 / 11,
+                                         [lambda precision, recall: 0.5, lambda precision, recall: 51 / 101]),
+    "check_prediction_low_scoring_false_positives": (
+        lambda scores, is_true_positive, num_ground_truth: 1.0,
+        [lambda scores, is_true_positive, num_ground_truth: 2 / 102,
+         lambda scores, is_true_positive, num_ground_truth: 0.5]),
+}
+CHECKERS.update(LESSON_05_07_CHECKERS)  # through every generic test above, as for lessons 00 to 04
+LESSON_05_07_WRONG_ANSWERS = [(name, wrong) for name, (_, wrongs) in LESSON_05_07_CHECKERS.items()
+                              for wrong in wrongs]
+
+
+@pytest.mark.parametrize("name, wrong", LESSON_05_07_WRONG_ANSWERS,
+                         ids=[f"{name}-{i}" for i, (name, _) in enumerate(LESSON_05_07_WRONG_ANSWERS)])
+def test_lesson_05_07_checker_rejects_a_plausible_wrong_answer(name, wrong, capsys):
+    test_checker_rejects_a_plausible_wrong_answer(name, wrong, capsys)
+
+
+def test_lesson_05_07_checkers_are_in_the_generic_tests():
+    assert set(LESSON_05_07_CHECKERS) <= set(CHECKERS)
+
+
+def _soft_nms_numpy(boxes, scores, sigma, score_threshold):
+    """Soft-NMS written the way its authors' Cython loop is: position i holds the i-th box chosen; the best
+    of the rest is swapped into it, then every box after it is decayed, and one below the threshold is
+    swapped out to the end."""
+    boxes, scores = boxes.double().numpy().copy(), scores.double().numpy().copy()
+    index = np.arange(len(boxes))
+    count, i = len(boxes), 0
+    while i < count:
+        best = i + int(np.argmax(scores[i:count]))
+        for array in (boxes, scores, index):
+            array[[i, best]] = array[[best, i]]
+        j = i + 1
+        while j < count:
+            top_left = np.maximum(boxes[i, :2], boxes[j, :2])
+            bottom_right = np.minimum(boxes[i, 2:], boxes[j, 2:])
+            overlap = np.prod(np.clip(bottom_right - top_left, 0, None))
+            areas = np.prod(boxes[i, 2:] - boxes[i, :2]) + np.prod(boxes[j, 2:] - boxes[j, :2])
+            scores[j] *= np.exp(-(overlap / (areas - overlap)) ** 2 / sigma)
+            if scores[j] < score_threshold:
+                count -= 1
+                for array in (boxes, scores, index):
+                    array[[j, count]] = array[[count, j]]
+            else:
+                j += 1
+        i += 1
+    return index[:count].tolist(), scores[:count]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_soft_nms_reference_agrees_with_the_authors_loop(seed):
+    generator = torch.Generator().manual_seed(seed)
+    for sigma, score_threshold in [(0.5, 0.001), (0.3, 0.05), (1.0, 0.2)]:
+        boxes = ex._crowded_boxes(10, 0.5, generator)
+        scores = torch.rand(10, generator=generator).mul(0.9).add(0.1)
+        if ex._soft_nms_margin(boxes, scores, sigma, score_threshold) < 1e-6:
+            continue  # a tie: either order is right
+        keep, kept_scores = ex._soft_nms(boxes, scores, sigma, score_threshold)
+        their_keep, their_scores = _soft_nms_numpy(boxes, scores, sigma, score_threshold)
+        assert keep.tolist() == their_keep
+        assert np.allclose(kept_scores.double().numpy(), their_scores, atol=1e-6)
+
+
+def test_soft_nms_limits_are_nms_and_no_suppression():
+    """sigma -> 0 decays every overlapping box to nothing: torchvision's NMS at threshold 0. sigma -> inf
+    decays nothing: every box, by decreasing score."""
+    generator = torch.Generator().manual_seed(7)
+    boxes = ex._random_boxes(30, generator)
+    scores = ex._distinct_scores(30, generator)
+    ious = box_iou(boxes, boxes)
+    assert not ((ious > 0) & (ious < 1e-3)).any()  # no overlap so tiny that exp(-IoU^2 / sigma) stays large
+    keep, _ = ex._soft_nms(boxes, scores, sigma=1e-9, score_threshold=0.001)
+    assert torch.equal(keep, torchvision.ops.nms(boxes, scores, 0.0))
+    keep, kept_scores = ex._soft_nms(boxes, scores, sigma=1e9, score_threshold=0.001)
+    assert torch.equal(keep, scores.argsort(descending=True)) and torch.allclose(kept_scores, scores[keep])
+
+
+def test_soft_nms_check_accepts_another_correct_answer_and_names_plain_nms(capsys):
+    def my_soft_nms(boxes, scores, sigma=0.5, score_threshold=0.001):  # float64, lists, no argmax
+        scores = scores.double().tolist()
+        remaining, keep, kept = [i for i in range(len(scores)) if scores[i] >= score_threshold], [], []
+        while remaining:
+            best = sorted(remaining, key=lambda i: (-scores[i], i))[0]
+            keep.append(best)
+            kept.append(scores[best])
+            remaining.remove(best)
+            for i in remaining:
+                scores[i] *= math.exp(-float(torchvision.ops.box_iou(boxes[best][None], boxes[i][None])) ** 2 / sigma)
+            remaining = [i for i in remaining if scores[i] >= score_threshold]
+        return torch.tensor(keep, dtype=torch.long), torch.tensor(kept, dtype=torch.float64)
+
+    assert ex.check_soft_nms(my_soft_nms)
+    capsys.readouterr()
+    assert not ex.check_soft_nms(soft_nms_hard)
+    out = capsys.readouterr().out
+    assert "(two identical boxes: the lower one is kept too" in out and "dropped boxes [0], which soft-NMS keeps" in out
+
+
+def test_nms_chain_question_is_the_one_the_lesson_asks(capsys):
+    boxes, scores, iou_threshold = ex._NMS_CHAIN_QUESTION
+    ious = box_iou(boxes, boxes)
+    assert ious[0, 1] == pytest.approx(0.5) and ious[1, 2] == pytest.approx(0.5) and ious[0, 2] == pytest.approx(0.2)
+    assert nms(boxes, scores, iou_threshold).tolist() == [0, 2]
+    assert nms(boxes, scores, 0.6).tolist() == [0, 1, 2]
+    assert not ex.check_prediction_nms_chain(lambda boxes, scores, iou_threshold: 1)
+    assert "A dropped box suppresses nothing" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_duplicates_reference_agrees_with_match_detections(seed):
+    """Boxes built so that each detection overlaps one object (or none): the greedy matching of
+    ssd_lite.evaluate must judge them as the ranked-list rule does."""
+    generator = torch.Generator().manual_seed(seed)
+    num_objects = 4
+    objects = torch.tensor([[0.05 + 0.24 * g, 0.1, 0.2 + 0.24 * g, 0.6] for g in range(num_objects)])
+    object_hit = torch.randint(-1, num_objects, (15,), generator=generator)
+    nowhere = torch.tensor([0.1, 0.7, 0.3, 0.95])  # below every object
+    jitter = torch.rand(15, 4, generator=generator) * 0.02
+    boxes = torch.stack([objects[h] if h >= 0 else nowhere for h in object_hit.tolist()]) + jitter
+    scores = torch.linspace(0.95, 0.05, 15)
+    is_true_positive, _ = match_detections(boxes, scores, objects, torch.zeros(num_objects, dtype=torch.bool), 0.5)
+    expected = precision_recall(scores, is_true_positive, num_objects)
+    received = ex._precision_recall_with_duplicates(object_hit, num_objects)
+    assert all(torch.allclose(e, r) for e, r in zip(expected, received))
+
+
+def test_duplicates_verdict_shows_the_smallest_duplicate(capsys):
+    assert not ex.check_precision_recall_with_duplicates(duplicates_count_as_found)
+    out = capsys.readouterr().out
+    assert "(the same object twice: the second is a duplicate, a false positive)" in out
+    assert "object_hit = tensor([0, 0])" in out
+
+
+def test_ap_questions_are_the_ones_the_lesson_asks(capsys):
+    precision, recall = ex._ONE_POINT_CURVE_QUESTION
+    assert average_precision(precision, recall, "11point") == pytest.approx(6 / 11)
+    scores, is_true_positive, num_ground_truth = ex._LOW_SCORING_FALSE_POSITIVES_QUESTION
+    assert len(scores) == 102 and int(is_true_positive.sum()) == 2 == num_ground_truth
+    assert (scores[2:] < scores[1]).all()  # every wrong detection scores below both right ones
+    assert ex.check_prediction_eleven_point_ap(lambda precision, recall: 0.545)
+    assert "6/11" in capsys.readouterr().out
+    assert not ex.check_prediction_low_scoring_false_positives(lambda *args: 0.02)
+    assert "after full recall" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Appendix A1 (the bug zoo): tests that catch bugs, and a "predict, then run" question
+# ---------------------------------------------------------------------------------------------------
+
+def good_hflip_test(hflip):
+    boxes = torch.tensor([[0.1, 0.2, 0.3, 0.6], [0.5, 0.0, 1.0, 0.5]])
+    before = boxes.clone()
+    flipped = hflip(boxes)
+    assert torch.equal(boxes, before), "hflip changed its input"
+    assert torch.allclose(flipped, torch.tensor([[0.7, 0.2, 0.9, 0.6], [0.0, 0.0, 0.5, 0.5]])), flipped
+    return True
+
+
+def hflip_test_of_widths_only(hflip):
+    flipped = hflip(torch.tensor([[0.1, 0.2, 0.3, 0.6]]))
+    assert (flipped[:, 2] > flipped[:, 0]).all()
+    return True
+
+
+def hflip_test_twice_is_identity(hflip):
+    boxes = torch.tensor([[0.1, 0.2, 0.3, 0.6]])
+    assert torch.allclose(hflip(hflip(boxes)), boxes)  # true of the unswapped and the vertical flip too
+    return True
+
+
+def hflip_test_without_input_check(hflip):
+    assert torch.allclose(hflip(torch.tensor([[0.1, 0.2, 0.3, 0.6]])), torch.tensor([[0.7, 0.2, 0.9, 0.6]]))
+    return True
+
+
+def hflip_test_of_pixel_indices(hflip):
+    """Expects W - 1 - x: rejects the right flip."""
+    flipped = hflip(torch.tensor([[0.1, 0.2, 0.3, 0.6]]))
+    assert torch.allclose(flipped, torch.tensor([[0.7 - 1 / 128, 0.2, 0.9 - 1 / 128, 0.6]]))
+    return True
+
+
+def good_box_coder_test(encode_fn, decode_fn):
+    priors = torch.tensor([[0.5, 0.5, 0.2, 0.4]])  # not square: x and y scale differently
+    boxes = torch.tensor([[0.35, 0.4, 0.75, 0.8]])  # centre (0.55, 0.6), twice as wide as the prior
+    offsets = encode_fn(boxes, priors)
+    assert torch.allclose(offsets, torch.tensor([[2.5, 2.5, math.log(2) / 0.2, 0.0]]), atol=1e-4), offsets
+    assert torch.allclose(decode_fn(offsets, priors), boxes, atol=1e-5)
+    return True
+
+
+def box_coder_test_round_trip_only(encode_fn, decode_fn):
+    priors = torch.tensor([[0.5, 0.5, 0.2, 0.4]])
+    boxes = torch.tensor([[0.35, 0.4, 0.75, 0.8]])
+    assert torch.allclose(decode_fn(encode_fn(boxes, priors), priors), boxes, atol=1e-5)
+    return True
+
+
+def box_coder_test_square_prior(encode_fn, decode_fn):
+    """A known value, but on a square default box: dividing x by the height goes unseen."""
+    priors = torch.tensor([[0.5, 0.5, 0.2, 0.2]])
+    boxes = torch.tensor([[0.35, 0.4, 0.75, 0.8]])
+    offsets = encode_fn(boxes, priors)
+    expected = torch.tensor([[2.5, 5.0, math.log(2) / 0.2, math.log(2) / 0.2]])
+    assert torch.allclose(offsets, expected, atol=1e-4)
+    assert torch.allclose(decode_fn(offsets, priors), boxes, atol=1e-5)
+    return True
+
+
+def box_coder_test_encode_only(encode_fn, decode_fn):
+    priors = torch.tensor([[0.5, 0.5, 0.2, 0.4]])
+    boxes = torch.tensor([[0.35, 0.4, 0.75, 0.8]])
+    assert torch.allclose(encode_fn(boxes, priors), torch.tensor([[2.5, 2.5, math.log(2) / 0.2, 0.0]]), atol=1e-4)
+    return True
+
+
+APPENDIX_A1_CHECKERS = {
+    "check_hflip_test": (good_hflip_test, [hflip_test_of_widths_only, hflip_test_twice_is_identity,
+                                           hflip_test_without_input_check, hflip_test_of_pixel_indices]),
+    "check_box_coder_test": (good_box_coder_test, [box_coder_test_round_trip_only, box_coder_test_square_prior,
+                                                   box_coder_test_encode_only]),
+    "check_prediction_pixel_positives": (lambda pixel_box, image_size: 1,
+                                         [lambda pixel_box, image_size: 0, lambda pixel_box, image_size: 2]),
+}
+CHECKERS.update(APPENDIX_A1_CHECKERS)  # through the generic tests too (see LESSON_00_02_CHECKERS)
+APPENDIX_A1_WRONG_ANSWERS = [(name, wrong) for name, (_, wrongs) in APPENDIX_A1_CHECKERS.items()
+                             for wrong in wrongs]
+
+
+@pytest.mark.parametrize("name, wrong", APPENDIX_A1_WRONG_ANSWERS,
+                         ids=[f"{name}-{i}" for i, (name, _) in enumerate(APPENDIX_A1_WRONG_ANSWERS)])
+def test_appendix_a1_checker_rejects_a_plausible_wrong_answer(name, wrong, capsys):
+    test_checker_rejects_a_plausible_wrong_answer(name, wrong, capsys)
+
+
+def test_appendix_a1_checkers_are_in_the_generic_tests():
+    assert set(APPENDIX_A1_CHECKERS) <= set(CHECKERS)
+
+
+def test_bug_test_verdict_lists_the_bugs_caught_and_names_the_first_missed(capsys):
+    assert ex.check_hflip_test(good_hflip_test)
+    out = capsys.readouterr().out
+    assert out.startswith("✓ Correct: passed all 5 checks: good_hflip_test passes the correct flip and fails each "
+                          "of the 4 broken ones:")
+    assert "x_max < x_min" in out and "written over its input" in out
+    assert not ex.check_box_coder_test(box_coder_test_round_trip_only)
+    out = capsys.readouterr().out
+    assert out.startswith("✗ Not yet: box_coder_test_round_trip_only passes 3 of the 5 broken encode/decode pairs")
+    assert "The first it let through: the two variances swapped" in out
+    assert "encode_fn gives tensor([[ 1.25" in out and "(right: tensor([[ 2.5" in out  # the smallest input
+
+
+def test_bug_test_that_fails_the_right_function_is_shown_its_assert(capsys):
+    assert not ex.check_hflip_test(hflip_test_of_pixel_indices)
+    out = capsys.readouterr().out
+    assert out.startswith("✗ Not yet: hflip_test_of_pixel_indices fails on the correct flip, expected it to pass")
+    assert "raised AssertionError" in out and "at line 4 of hflip_test_of_pixel_indices: assert torch.allclose" in out
+
+
+def test_bug_test_must_say_true(capsys):
+    def forgot_return(hflip):
+        assert torch.equal(hflip(torch.tensor([[0.0, 0.0, 1.0, 1.0]])), torch.tensor([[0.0, 0.0, 1.0, 1.0]]))
+
+    assert not ex.check_hflip_test(forgot_return)
+    assert "end your test with `return True`" in capsys.readouterr().out
+    assert ex.check_box_coder_test(lambda encode_fn, decode_fn: torch.tensor(good_box_coder_test(encode_fn, decode_fn)))
+    capsys.readouterr()
+    # A test may answer False instead of raising: a broken flip is failed all the same.
+    def returns_false(hflip):
+        flipped = hflip(torch.tensor([[0.1, 0.2, 0.3, 0.6]]))
+        return torch.allclose(flipped, torch.tensor([[0.7, 0.2, 0.9, 0.6]]))
+
+    assert not ex.check_hflip_test(returns_false)
+    out = capsys.readouterr().out
+    assert "passes 1 of the 4 broken flips" in out and "The first it let through: right boxes, but written" in out
+
+
+def test_bug_test_that_loops_is_stopped(monkeypatch, capsys):
+    monkeypatch.setattr(_checking, "TIME_LIMIT_S", 0.2)
+
+    def endless(hflip):
+        while True:
+            pass
+
+    assert not ex.check_hflip_test(endless)
+    assert "took longer than 0.2 s on the correct flip" in capsys.readouterr().out
+
+
+def test_bug_test_may_use_the_random_generator(capsys):
+    def random_round_trip(encode_fn, decode_fn):
+        priors = torch.rand(5, 4) * 0.3 + 0.2
+        boxes = cxcywh_to_xyxy(torch.rand(5, 4) * 0.3 + 0.2)
+        assert torch.allclose(decode_fn(encode_fn(boxes, priors), priors), boxes, atol=1e-5)
+        return good_box_coder_test(encode_fn, decode_fn)
+
+    state = torch.random.get_rng_state()
+    assert ex.check_box_coder_test(random_round_trip)
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_broken_variants_are_broken_as_their_notes_say():
+    boxes = torch.tensor([[0.1, 0.2, 0.3, 0.6], [0.35, 0.4, 0.75, 0.8]])
+    priors = torch.tensor([[0.25, 0.35, 0.3, 0.2], [0.5, 0.5, 0.2, 0.4]])
+    for encode_fn, decode_fn in [(ex._encode_centre_by_other_side, ex._decode_centre_by_other_side),
+                                 (ex._encode_without_log, ex._decode_without_log)]:
+        offsets = encode_fn(boxes, priors)
+        assert not torch.allclose(offsets, encode(boxes, priors))  # wrong offsets ...
+        assert torch.allclose(decode_fn(offsets, priors), boxes, atol=1e-6)  # ... that decode back to the boxes
+    flipped = ex._hflip_corners_not_swapped(boxes)
+    assert (flipped[:, 2] < flipped[:, 0]).all()
+    inputs = boxes.clone()
+    assert torch.equal(ex._hflip_in_place(inputs), ex._hflip_boxes(boxes))
+    assert torch.equal(inputs, ex._hflip_boxes(boxes))  # the input was overwritten
+
+
+def test_pixel_box_answer_is_what_match_does_without_its_check(monkeypatch):
+    import ssd_lite.matching
+    from ssd_lite.model import default_model
+
+    pixel_box, image_size = ex._PIXEL_BOX_QUESTION
+    priors = default_model(num_classes=6, image_size=image_size).priors
+    with pytest.raises(ValueError, match=r"outside \[0, 1\]"):
+        match(pixel_box, torch.tensor([1]), priors)
+    monkeypatch.setattr(ssd_lite.matching, "check_boxes", lambda *args, **kwargs: None)
+    loc_targets, labels = match(pixel_box, torch.tensor([1]), priors)
+    expected, why = ex._pixel_box_positives(pixel_box, image_size)
+    assert int((labels > 0).sum()) == expected == 1 and int(labels.argmax()) == 0
+    assert loc_targets[0, 0] > 1000 and "default box 0" in why
+
+
+# ---------------------------------------------------------------------------------------------------
+# Lesson 09: the global N carried over to gradient accumulation, the size of SSD's heads, and
+# torchvision's name for the 3:1 ratio
+# ---------------------------------------------------------------------------------------------------
+
+import inspect  # noqa: E402  (this section's imports sit with it, at the end of the module)
+
+from torchvision.models.detection.ssd import SSD as TorchvisionSSD  # noqa: E402
+
+from ssd_lite.loss import focal_multibox_loss  # noqa: E402
+from ssd_lite.model import default_model, ssd300_vgg16  # noqa: E402
+
+
+def accumulation_scales_of_ddp(positives_per_micro_batch):
+    """DDP's factors, max(N_k, 1) * W / max(N, 1): right for processes, whose gradients DDP averages."""
+    total = sum(positives_per_micro_batch)
+    return [max(n, 1) * len(positives_per_micro_batch) / max(total, 1) for n in positives_per_micro_batch]
+
+
+def accumulation_scales_mean(positives_per_micro_batch):
+    """A plain mean of the micro-batches' losses."""
+    return [1 / len(positives_per_micro_batch)] * len(positives_per_micro_batch)
+
+
+def accumulation_scales_without_max(positives_per_micro_batch):
+    """N_k / N: forgets that a micro-batch without positives was divided by 1, not by 0."""
+    total = sum(positives_per_micro_batch)
+    return [n / max(total, 1) for n in positives_per_micro_batch]
+
+
+def accumulation_scales_none(positives_per_micro_batch):
+    """Adds the micro-batches' losses as they are."""
+    return [1.0] * len(positives_per_micro_batch)
+
+
+def head_parameters_without_biases(feature_channels, boxes_per_location, num_classes):
+    return sum(9 * c * k * (4 + num_classes) for c, k in zip(feature_channels, boxes_per_location))
+
+
+def head_parameters_without_background(feature_channels, boxes_per_location, num_classes):
+    return ex._head_parameters(feature_channels, boxes_per_location, num_classes - 1)
+
+
+def head_parameters_one_by_one(feature_channels, boxes_per_location, num_classes):
+    return sum((c + 1) * k * (4 + num_classes) for c, k in zip(feature_channels, boxes_per_location))
+
+
+def head_parameters_conf_only(feature_channels, boxes_per_location, num_classes):
+    return sum((9 * c + 1) * k * num_classes for c, k in zip(feature_channels, boxes_per_location))
+
+
+LESSON_09_CHECKERS = {
+    "check_accumulation_scales": (ex._accumulation_scales, [accumulation_scales_of_ddp, accumulation_scales_mean,
+                                                            accumulation_scales_without_max,
+                                                            accumulation_scales_none]),
+    "check_head_parameters": (ex._head_parameters, [head_parameters_without_biases, head_parameters_without_background,
+                                                    head_parameters_one_by_one, head_parameters_conf_only]),
+    "check_prediction_torchvision_neg_pos_ratio": (lambda positive_fraction: 3,
+                                                   [lambda positive_fraction: 1 / 3, lambda positive_fraction: 4]),
+}
+CHECKERS.update(LESSON_09_CHECKERS)  # through the generic tests too (see LESSON_00_02_CHECKERS)
+LESSON_09_WRONG_ANSWERS = [(name, wrong) for name, (_, wrongs) in LESSON_09_CHECKERS.items() for wrong in wrongs]
+
+
+@pytest.mark.parametrize("name, wrong", LESSON_09_WRONG_ANSWERS,
+                         ids=[f"{name}-{i}" for i, (name, _) in enumerate(LESSON_09_WRONG_ANSWERS)])
+def test_lesson_09_checker_rejects_a_plausible_wrong_answer(name, wrong, capsys):
+    test_checker_rejects_a_plausible_wrong_answer(name, wrong, capsys)
+
+
+def test_lesson_09_checkers_are_in_the_generic_tests():
+    assert set(LESSON_09_CHECKERS) <= set(CHECKERS)
+
+
+@pytest.mark.parametrize("objective", [multibox_loss, focal_multibox_loss])
+def test_accumulation_scales_give_the_gradient_of_the_whole_batch(objective):
+    """Micro-batches of 1, 0 and 3 images' worth of positives, each loss times its factor, gradients added
+    up: the gradient of one loss on the whole batch (the focal loss makes the micro-batch without
+    positives count, so a factor 0 there would be caught)."""
+    generator = torch.Generator().manual_seed(9)
+    labels = torch.zeros(6, 50, dtype=torch.long)
+    labels[0, :2] = 1
+    labels[4, 10:13] = 2
+    labels[5, 20] = 3
+    loc_pred = torch.randn(6, 50, 4, generator=generator, requires_grad=True)
+    conf_pred = torch.randn(6, 50, 4, generator=generator, requires_grad=True)
+    loc_targets = torch.randn(6, 50, 4, generator=generator)
+    whole = torch.autograd.grad(sum(objective(loc_pred, conf_pred, loc_targets, labels)), (loc_pred, conf_pred))
+    micro_batches = [slice(0, 2), slice(2, 4), slice(4, 6)]
+    positives = [int((labels[part] > 0).sum()) for part in micro_batches]
+    assert positives == [2, 0, 4]
+    accumulated = sum(factor * sum(objective(loc_pred[part], conf_pred[part], loc_targets[part], labels[part]))
+                      for factor, part in zip(ex._accumulation_scales(positives), micro_batches))
+    for expected, received in zip(whole, torch.autograd.grad(accumulated, (loc_pred, conf_pred))):
+        torch.testing.assert_close(received, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_accumulation_verdicts_name_the_slip(capsys):
+    ex.check_accumulation_scales(accumulation_scales_of_ddp)
+    assert "factors for 2 DDP processes" in capsys.readouterr().out
+    ex.check_accumulation_scales(accumulation_scales_without_max)
+    out = capsys.readouterr().out
+    assert "positives_per_micro_batch = [0, 4]" in out and "divided by max(0, 1) = 1" in out
+    ex.check_accumulation_scales(accumulation_scales_mean)
+    assert "plain mean" in capsys.readouterr().out
+
+
+def _heads_of(model):
+    return sum(p.numel() for heads in (model.loc_heads, model.conf_heads) for p in heads.parameters())
+
+
+def test_head_parameters_reference_counts_real_heads():
+    # On the meta device: shapes only, no memory, built in a blink.
+    with torch.device("meta"):
+        ours = {c: ssd300_vgg16(c) for c in (21, 81)}
+        torchvision_ssd = torchvision.models.detection.ssd300_vgg16(weights=None, weights_backbone=None,
+                                                                    num_classes=91)
+        small = default_model(6)
+    ssd300 = ([512, 1024, 512, 256, 256, 256], [4, 6, 6, 6, 4, 4])
+    for num_classes, model in ours.items():
+        assert ex._head_parameters(*ssd300, num_classes) == _heads_of(model)
+    assert ex._head_parameters(*ssd300, 91) == sum(p.numel() for p in torchvision_ssd.head.parameters())
+    channels = [head.in_channels for head in small.loc_heads]
+    assert ex._head_parameters(channels, small.boxes_per_location, 6) == _heads_of(small)
+    assert ([96, 128, 128, 128], [6, 6, 6, 6]) == (channels, small.boxes_per_location)  # the checker's case
+
+
+def test_head_parameter_verdict_names_the_slip_and_writes_whole_numbers(capsys):
+    ex.check_head_parameters(head_parameters_without_biases)
+    assert "also has a bias" in capsys.readouterr().out
+    ex.check_head_parameters(lambda channels, per_location, num_classes: 3341550 if num_classes == 21 else 0)
+    out = capsys.readouterr().out
+    assert "e+0" not in out and "instead of 876" in out
+
+
+def test_torchvision_neg_pos_question_is_torchvisions_default(capsys):
+    fraction = inspect.signature(TorchvisionSSD.__init__).parameters["positive_fraction"].default
+    assert fraction == ex._TORCHVISION_POSITIVE_FRACTION
+    assert ex.check_prediction_torchvision_neg_pos_ratio(lambda positive_fraction: 3.0)
+    assert "neg_to_pos_ratio" in capsys.readouterr().out
+    assert inspect.signature(multibox_loss).parameters["neg_pos_ratio"].default == 3
+
+
+# ---------------------------------------------------------------------------------------------------
+# Lesson 06: a head laid out value by value, the size of a conv's output, zoom out and the positives
+# ---------------------------------------------------------------------------------------------------
+
+def flatten_box_major(head_output, num_values):
+    """SSD.forward's own line, copied: right for channel j*V + v, wrong for this head."""
+    return head_output.permute(0, 2, 3, 1).reshape(head_output.shape[0], -1, num_values)
+
+
+def flatten_columns_first(head_output, num_values):
+    batch, channels, f, _ = head_output.shape
+    per_value = head_output.reshape(batch, num_values, channels // num_values, f, f)
+    return per_value.permute(0, 4, 3, 2, 1).reshape(batch, -1, num_values)
+
+
+def flatten_boxes_before_cells(head_output, num_values):
+    batch = head_output.shape[0]
+    return head_output.reshape(batch, num_values, -1).transpose(1, 2)
+
+
+def flatten_without_permute(head_output, num_values):
+    return head_output.reshape(head_output.shape[0], -1, num_values)
+
+
+def output_size_without_dilation(size, kernel_size, stride=1, padding=0, dilation=1, ceil_mode=False):
+    return ex._output_size(size, kernel_size, stride, padding, 1, ceil_mode)
+
+
+def output_size_floor_always(size, kernel_size, stride=1, padding=0, dilation=1, ceil_mode=False):
+    return (size + 2 * padding - dilation * (kernel_size - 1) - 1) // stride + 1
+
+
+def output_size_without_first_window(size, kernel_size, stride=1, padding=0, dilation=1, ceil_mode=False):
+    return ex._output_size(size, kernel_size, stride, padding, dilation, ceil_mode) - 1
+
+
+LESSON_06_CHECKERS = {
+    "check_flatten_value_major": (ex._flatten_value_major, [flatten_box_major, flatten_columns_first,
+                                                            flatten_boxes_before_cells, flatten_without_permute]),
+    "check_output_size": (ex._output_size, [output_size_without_dilation, output_size_floor_always,
+                                            output_size_without_first_window]),
+    "check_prediction_zoom_out_positives": (lambda zoom_out: -1, [lambda zoom_out: 1, lambda zoom_out: 0]),
+}
+CHECKERS.update(LESSON_06_CHECKERS)  # through every generic test above, as for the other lessons
+LESSON_06_WRONG_ANSWERS = [(name, wrong) for name, (_, wrongs) in LESSON_06_CHECKERS.items() for wrong in wrongs]
+
+
+@pytest.mark.parametrize("name, wrong", LESSON_06_WRONG_ANSWERS,
+                         ids=[f"{name}-{i}" for i, (name, _) in enumerate(LESSON_06_WRONG_ANSWERS)])
+def test_lesson_06_checker_rejects_a_plausible_wrong_answer(name, wrong, capsys):
+    test_checker_rejects_a_plausible_wrong_answer(name, wrong, capsys)
+
+
+def test_lesson_06_checkers_are_in_the_generic_tests():
+    assert set(LESSON_06_CHECKERS) <= set(CHECKERS)
+
+
+@pytest.mark.parametrize("boxes, num_values", [(6, 4), (6, 6), (4, 21)])
+def test_value_major_reference_gives_the_order_of_the_model_and_its_default_boxes(boxes, num_values):
+    """Regrouping a real head's channels value by value, then flattening with the reference, gives exactly what
+    SSD.forward gives from the original head: prediction i still belongs to default box i."""
+    from ssd_lite.model import small_ssd
+    torch.manual_seed(0)
+    model = small_ssd(num_values if num_values > 4 else 6, aspect_ratios=[(2, 3) if boxes == 6 else (2,)] * 4).eval()
+    images = torch.rand(2, 3, 128, 128)
+    with torch.no_grad():
+        fmap = model.features((images - model.mean) / model.std)[0]
+        head = (model.loc_heads if num_values == 4 else model.conf_heads)[0]
+        box_major = head(fmap)  # (B, k*V, f, f), channel j*V + v
+        loc, conf = model(images)
+    batch, _, f, _ = box_major.shape
+    value_major = box_major.reshape(batch, boxes, num_values, f, f).transpose(1, 2).reshape(batch, -1, f, f)
+    flattened = ex._flatten_value_major(value_major, num_values)
+    from_model = (loc if num_values == 4 else conf)[:, :f * f * boxes]
+    assert torch.equal(flattened, from_model)
+
+
+def test_flatten_verdict_names_the_copied_line(capsys):
+    ex.check_flatten_value_major(flatten_box_major)
+    out = capsys.readouterr().out
+    assert "one cell with two boxes" in out and "read the channels box by box" in out
+    ex.check_flatten_value_major(flatten_columns_first)
+    assert "column by column" in capsys.readouterr().out
+
+
+def test_output_size_reference_agrees_with_torch():
+    generator = torch.Generator().manual_seed(6)
+    for _ in range(300):
+        kernel, stride, dilation = (int(torch.randint(low, high, (1,), generator=generator))
+                                    for low, high in [(1, 8), (1, 4), (1, 4)])
+        padding = int(torch.randint(0, kernel // 2 + 1, (1,), generator=generator))
+        size = int(torch.randint(1, 60, (1,), generator=generator))
+        if size + 2 * padding < dilation * (kernel - 1) + 1:
+            continue  # the window does not fit: torch raises, no size to compare
+        image = torch.zeros(1, 1, size, size)
+        conv = F.conv2d(image, torch.zeros(1, 1, kernel, kernel), stride=stride, padding=padding, dilation=dilation)
+        assert ex._output_size(size, kernel, stride, padding, dilation) == conv.shape[-1]
+        for ceil_mode in (False, True):  # every corner of the ceil rule, including the right-padding one
+            pooled = F.max_pool2d(image, kernel, stride, padding, dilation, ceil_mode=ceil_mode)
+            assert ex._output_size(size, kernel, stride, padding, dilation, ceil_mode) == pooled.shape[-1]
+    assert [ex._output_size(*args) for args in [(75, 2, 2, 0, 1, True), (19, 3, 1, 6, 6), (5, 3)]] == [38, 19, 3]
+
+
+def test_output_size_verdict_names_the_slip(capsys):
+    ex.check_output_size(output_size_without_dilation)
+    assert "dilation spreads the kernel" in capsys.readouterr().out
+    ex.check_output_size(output_size_floor_always)
+    assert "ceil_mode=True rounds the division up" in capsys.readouterr().out
+    ex.check_output_size(output_size_without_first_window)
+    assert "count the first window too" in capsys.readouterr().out
+
+
+def test_zoom_out_question_is_the_lessons_measurement(capsys):
+    without, with_zoom = ex._positives_per_object(1.0), ex._positives_per_object(4.0)
+    assert with_zoom < 0.9 * without  # clearly down: the expected answer is -1
+    assert ex.check_prediction_zoom_out_positives(lambda zoom_out: -1)
+    assert f"{without:.1f} positives per object without zoom out, {with_zoom:.1f} with it" in capsys.readouterr().out

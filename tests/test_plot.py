@@ -195,3 +195,69 @@ def test_draw_prior_heatmaps_takes_max_per_cell():
     assert shown.shape == (3, 3) and shown[1, 2] == pytest.approx(0.7) and shown.sum() == pytest.approx(0.7)
     with pytest.raises(ValueError, match="hold 42 default boxes but got 41"):
         plot.draw_prior_heatmaps(values[:-1], sizes, per_location)
+
+
+def _texts(ax):
+    return [t.get_text() for t in ax.texts]
+
+
+def test_draw_architecture_small_model_shows_every_map_head_and_reshape():
+    from ssd_lite.model import default_model
+    torch.manual_seed(0)
+    model = default_model(6)
+    ax = plot.draw_architecture(model)
+    # input + 6 backbone stages + (map, head, reshape) for each of 4 maps + the concatenation
+    assert len(ax.patches) == 1 + 6 + 3 * 4 + 1
+    texts = "\n".join(_texts(ax))
+    for expected in ["64×64×24", "16×16×96", "2×2×128", "map 1: 16×16\nk = 6 boxes per cell",
+                     "3×3 conv to (C+4)k = 60\n24 offsets + 36 scores",
+                     "(B, 24, 16, 16) → (B, 1536, 4)\n(B, 36, 16, 16) → (B, 1536, 6)",
+                     "(B, 2040, 4)", "(B, 2040, 6)", "BatchNorm"]:
+        assert expected in texts, expected
+    assert "2040 default boxes" in ax.get_title()
+
+
+def test_draw_architecture_sizes_are_those_of_a_real_forward_pass():
+    """The traced shapes (on the meta device) equal the feature maps a real forward pass returns."""
+    from ssd_lite.model import default_model
+    torch.manual_seed(0)
+    model = default_model(6).eval()
+    with torch.no_grad():
+        maps = model.features(torch.rand(1, 3, 128, 128))
+    texts = _texts(plot.draw_architecture(model))
+    for fmap, loc_head in zip(maps, model.loc_heads):
+        channels, f, _ = fmap.shape[1:]
+        assert f"{f}×{f}×{channels}" in texts
+        boxes = loc_head(fmap).shape[1] // 4
+        assert any(t.startswith(f"(B, {4 * boxes}, {f}, {f}) → (B, {f * f * boxes}, 4)") for t in texts)
+
+
+def test_draw_architecture_ssd300_names_the_paper_layers_and_leaves_the_model_unchanged():
+    from ssd_lite.model import ssd300_vgg16
+    torch.manual_seed(0)
+    model = ssd300_vgg16(21)
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    ax = plot.draw_architecture(model)
+    assert len(ax.patches) == 1 + 10 + 3 * 6 + 1
+    texts = "\n".join(_texts(ax))
+    for expected in ["conv4_3: 38×38\nk = 4 boxes per cell", "conv6, conv7 (were fc6, fc7)\npool3×3/1 · conv3×3 "
+                     "dilation 6 · conv1×1", "19×19×1024", "conv11_2: 1×1", "L2Norm",
+                     "(B, 126, 19, 19) → (B, 2166, 21)", "(B, 8732, 21)"]:
+        assert expected in texts, expected
+    assert "ReLU" in texts and "BatchNorm" not in texts
+    after = model.state_dict()
+    assert all(torch.equal(before[key], after[key]) for key in before)
+    assert all(p.device.type == "cpu" for p in model.parameters())
+    assert not any(module._forward_hooks for module in model.modules())
+
+
+def test_draw_architecture_shared_heads_and_bad_inputs():
+    from ssd_lite.model import default_model, small_ssd
+    model = small_ssd(6, widths=(24, 48, 128, 128, 128, 128), shared_heads=True)
+    ax = plot.draw_architecture(model, stage_names=list("abcdef"))
+    assert "head: shared by all maps" in _texts(ax)
+    assert any(t.startswith("c\n") for t in _texts(ax))
+    with pytest.raises(TypeError, match="needs an SSD model"):
+        plot.draw_architecture(torch.nn.Conv2d(3, 3, 3))
+    with pytest.raises(ValueError, match="6 backbone stages and 4 feature maps, got 2 stage names"):
+        plot.draw_architecture(default_model(6), stage_names=["a", "b"])
