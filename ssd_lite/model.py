@@ -305,8 +305,10 @@ class VGG16Features(nn.Module):
             extra(256, 128, 256, stride=1, padding=0),   # conv10: 5 -> 3
             extra(256, 128, 256, stride=1, padding=0),   # conv11: 3 -> 1
         ])
-        # conv6, conv7 and the extra layers have no ImageNet weights to start from (only conv1_1..conv5_3
-        # have): they start as in the Caffe release and torchvision, Xavier-uniform weights, zero biases.
+        # conv6, conv7 and the extra layers get no weights from torchvision's VGG16 (it has conv1_1..conv5_3
+        # only): they start as torchvision's SSD300 starts them, Xavier-uniform weights and zero biases. (The
+        # paper instead converts its ImageNet VGG's fc6/fc7 into conv6/conv7; the extra layers are Xavier
+        # there too.)
         for layer in [*self.up_to_conv7[len(vgg) - 23:].modules(), *self.extras.modules()]:
             if isinstance(layer, nn.Conv2d):
                 nn.init.xavier_uniform_(layer.weight)

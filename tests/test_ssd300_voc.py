@@ -16,7 +16,7 @@ import torchvision
 from PIL import Image
 from torchvision.models import VGG16_Weights
 
-from ssd_lite import cli, detect, evaluate, train
+from ssd_lite import cli, detect, evaluate, train, train_cli
 from ssd_lite.checkpoint import load_checkpoint, read_checkpoint
 from ssd_lite.model import (IMAGENET_MEAN, IMAGENET_STD, VGG16_CONV_INDICES, load_vgg16_backbone, ssd300_vgg16,
                             vgg16_backbone_weights)
@@ -179,7 +179,7 @@ def test_imagenet_from_torch_hubs_cache(offline, features_file, vgg16_state):
 # ---------------------------------------------------------------- the command line
 
 def test_classes_voc_are_the_twenty_in_their_usual_order():
-    assert train.class_list("voc") == ("background", *VOC_CLASS_NAMES)
+    assert train_cli.class_list("voc") == ("background", *VOC_CLASS_NAMES)
     assert VOC_CLASS_NAMES[:3] == ("aeroplane", "bicycle", "bird") and VOC_CLASS_NAMES[-1] == "tvmonitor"
     assert len(VOC_CLASS_NAMES) == 20 == len(set(VOC_CLASS_NAMES))
 
@@ -201,7 +201,7 @@ def test_flags_that_do_not_go_together_are_refused_first(tmp_path, capsys, monke
 def test_recipe_voc_and_explicit_flags(voc_folders):
     voc07, voc12 = voc_folders
     base = ["--model", "ssd300_vgg16", "--data", voc07, "--data", voc12, "--split", "trainval", "--out", "x.pt"]
-    settings = train.settings_from_args(train.parse_args([str(a) for a in [*base, "--recipe", "voc"]]))
+    settings = train_cli.settings_from_args(train_cli.parse_args([str(a) for a in [*base, "--recipe", "voc"]]))
     assert (settings["optimiser"], settings["lr"], settings["momentum"]) == ("sgd", 1e-3, 0.9)
     assert settings["weight_decay"] == 5e-4
     assert settings["batch_size"] == 32 and settings["steps"] == 120_000 and settings["time_budget"] is None
@@ -210,7 +210,7 @@ def test_recipe_voc_and_explicit_flags(voc_folders):
     assert settings["data"]["image_size"] == 300
     assert [folder["split"] for folder in settings["data"]["folders"]] == ["trainval", "trainval"]
     # Flags given override the recipe; a time budget replaces its 120k steps (the schedule follows the clock).
-    settings = train.settings_from_args(train.parse_args(
+    settings = train_cli.settings_from_args(train_cli.parse_args(
         [str(a) for a in [*base, "--recipe", "voc", "--lr", "0.01", "--batch-size", "8", "--time-budget", "60"]]))
     assert (settings["lr"], settings["batch_size"], settings["steps"], settings["time_budget"]) == (0.01, 8, None, 60)
     # The lr of the voc recipe: warm-up, then 1, 0.1 and 0.01 of the peak.
@@ -218,7 +218,7 @@ def test_recipe_voc_and_explicit_flags(voc_folders):
     assert factor(0.0) == pytest.approx(0.01) and factor(0.5) == 1.0
     assert factor(0.7) == pytest.approx(0.1) and factor(0.9) == pytest.approx(0.01)
     with pytest.raises(SystemExit):
-        train.parse_args([str(a) for a in [*base, "--split", "train", "--split", "val", "--split", "test"]])
+        train_cli.parse_args([str(a) for a in [*base, "--split", "train", "--split", "val", "--split", "test"]])
 
 
 def test_several_folders_merge_their_classes(voc_folders, tmp_path, capsys):

@@ -24,7 +24,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from ssd_lite import cli, distributed, train
+from ssd_lite import cli, distributed, train, train_cli
 from ssd_lite.checkpoint import load_checkpoint, read_checkpoint
 from ssd_lite.data import CachedDataset
 from ssd_lite.loss import multibox_loss
@@ -167,7 +167,7 @@ def _worker(rank, port, out_path):
     distributed.init(device="cpu")
     results = _runs()
     # The weights download: process 0 first, the others once it is done.
-    results["loaded at"] = train._process_0_first(lambda: (time.sleep(0.2 * (rank == 0)), time.monotonic())[1])
+    results["loaded at"] = train_cli._process_0_first(lambda: (time.sleep(0.2 * (rank == 0)), time.monotonic())[1])
     try:  # 3 images cannot be shared by 2 processes: refused before any step
         train.train(_model(), _data(3), steps=1, **RUN)
     except ValueError as error:
