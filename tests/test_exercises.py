@@ -37,7 +37,7 @@ NOTEBOOKS = ROOT / "notebooks"
 STUDENT = NOTEBOOKS / "student"
 LESSONS = ("00_introduction", "01_default_boxes", "02_matching", "03_smooth_l1_loss",
            "04_hard_negative_mining", "05_nms", "06_training", "07_evaluation",
-           "09_from_the_course_to_the_paper")
+           "09_from_the_course_to_the_paper", "A1_debugging_ssd")
 
 
 # ---------------------------------------------------------------------------------------------------
