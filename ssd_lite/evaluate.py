@@ -87,7 +87,7 @@ def average_precision(precision: Tensor, recall: Tensor, interpolation: str = "a
     precision, recall: (K,) as returned by `precision_recall` (recall never decreases).
     All three interpolations first replace precision by its envelope, the best precision at this recall
     or any higher one ("if I accept more detections, could I do better?"); they differ in where they read it:
-    - "11point" (VOC2007, the SSD paper's tables): the mean of the envelope at recall 0, 0.1, ..., 1;
+    - "11point" (VOC2007, as in the SSD paper's VOC2007 tables): the mean of the envelope at recall 0, 0.1, ..., 1;
     - "all" (VOC2010 and later): the exact area under the envelope, a rectangle per step in recall;
     - "101point" (COCO): the mean of the envelope at recall 0, 0.01, ..., 1.
     A recall point beyond the largest recall reached counts as precision 0.
