@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import io
 from typing import Sequence
 
 import matplotlib.colors as mcolors
@@ -56,6 +57,30 @@ def show_source(obj) -> None:
     from IPython.display import Code, display
 
     display(Code(inspect.getsource(obj), language="python"))
+
+
+def _palette_png(fig, colours: int = 16) -> bytes:
+    """The figure as a PNG of at most `colours` colours (an indexed palette)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight")
+    buffer.seek(0)
+    palette = Image.open(buffer).convert("RGB").quantize(colours)
+    out = io.BytesIO()
+    palette.save(out, format="png", optimize=True)
+    return out.getvalue()
+
+
+def show_diagram(fig, colours: int = 16) -> None:
+    """Display a figure of flat colours (a diagram, a bar chart) in a notebook as a PNG of a few colours, and
+    close it. Stored in the notebook, such a PNG is about a third of the JPEG or full-colour PNG the inline
+    backend would keep, and sharper. Photos and smooth curves lose detail this way: leave those to the backend."""
+    from IPython.display import Image, display
+
+    png = _palette_png(fig, colours)
+    plt.close(fig)  # or the inline backend would show it a second time
+    display(Image(png))
 
 
 def _to_numpy_image(image) -> np.ndarray:
@@ -383,9 +408,13 @@ def _trace_backbone(model) -> tuple[list[tuple[torch.nn.Module, tuple, Tensor]],
             if isinstance(t, torch.nn.Parameter) else torch.empty_like(t, device="meta") for t in tensors}
     features = copy.deepcopy(model.features, memo)
     layers = []
+
+    def record(module, inputs, output):
+        layers.append((module, tuple(inputs[0].shape), output))
+
     for layer in features.modules():
         if not list(layer.children()):  # a leaf: conv, pool, norm, activation
-            layer.register_forward_hook(lambda module, inputs, output: layers.append((module, tuple(inputs[0].shape), output)))
+            layer.register_forward_hook(record)
     with torch.no_grad():
         maps = features(torch.empty(1, 3, model.image_size, model.image_size, device="meta"))
     # A map is the output of the last layer that returned that very tensor (an in-place ReLU returns its input).
@@ -412,8 +441,8 @@ def _backbone_stages(layers, taps) -> list[dict]:
 
 
 def _describe_layers(layers, out_channels: int) -> str:
-    """'pool2×2/2 · 3× conv3×3': the convs and pools in order, repeats counted, a conv's width only where it is
-    not the stage's output width; ReLU and BatchNorm left out."""
+    """'pool2×2/2 · 3× conv3×3': the convs and pools in order (" ceil": a pool that rounds its output size up),
+    repeats counted, a conv's width only where it is not the stage's output width; ReLU and BatchNorm left out."""
     parts = []
     for layer in layers:
         if isinstance(layer, torch.nn.Conv2d):
@@ -423,7 +452,7 @@ def _describe_layers(layers, out_channels: int) -> str:
         elif isinstance(layer, torch.nn.MaxPool2d):
             k = layer.kernel_size if isinstance(layer.kernel_size, int) else layer.kernel_size[0]
             s = layer.stride if isinstance(layer.stride, int) else layer.stride[0]
-            parts.append(f"pool{k}×{k}/{s}")
+            parts.append(f"pool{k}×{k}/{s}" + (" ceil" if layer.ceil_mode else ""))
         elif type(layer).__name__ == "L2Norm":
             parts.append("L2Norm")
     grouped = []

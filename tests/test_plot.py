@@ -241,8 +241,8 @@ def test_draw_architecture_ssd300_names_the_paper_layers_and_leaves_the_model_un
     assert len(ax.patches) == 1 + 10 + 3 * 6 + 1
     texts = "\n".join(_texts(ax))
     for expected in ["conv4_3: 38×38\nk = 4 boxes per cell", "conv6, conv7 (were fc6, fc7)\npool3×3/1 · conv3×3 "
-                     "dilation 6 · conv1×1", "19×19×1024", "conv11_2: 1×1", "L2Norm",
-                     "(B, 126, 19, 19) → (B, 2166, 21)", "(B, 8732, 21)"]:
+                     "dilation 6 · conv1×1", "19×19×1024", "conv11_2: 1×1",
+                     "pool2×2/2 ceil · 3× conv3×3 · L2Norm", "(B, 126, 19, 19) → (B, 2166, 21)", "(B, 8732, 21)"]:
         assert expected in texts, expected
     assert "ReLU" in texts and "BatchNorm" not in texts
     after = model.state_dict()
@@ -261,3 +261,18 @@ def test_draw_architecture_shared_heads_and_bad_inputs():
         plot.draw_architecture(torch.nn.Conv2d(3, 3, 3))
     with pytest.raises(ValueError, match="6 backbone stages and 4 feature maps, got 2 stage names"):
         plot.draw_architecture(default_model(6), stage_names=["a", "b"])
+
+
+def test_show_diagram_stores_a_few_colour_png_and_closes_the_figure(capsys):
+    import io as _io
+
+    from PIL import Image as PILImage
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.bar(["a", "b"], [1, 2], color=plot.POSITIVE_COLOR)
+    ax.set_title("two bars")
+    png = plot._palette_png(fig, colours=8)
+    image = PILImage.open(_io.BytesIO(png))
+    assert image.mode == "P" and len(image.getcolors()) <= 8
+    plot.show_diagram(fig)
+    assert not plt.fignum_exists(fig.number)
+    assert "Image" in capsys.readouterr().out  # outside a notebook, display prints the object
