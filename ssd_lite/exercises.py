@@ -14,21 +14,31 @@ The student copies of the lessons are written by another tool: `python -m ssd_li
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import copy
+import functools
+import math
+from typing import Any, Callable, NamedTuple, Sequence
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from ssd_lite._checking import (Case, CheckResult, _boxes, _compare_cell_boxes, _compare_float, _compare_floats,
-                                _compare_indices, _compare_int, _compare_mining, _compare_pair, _compare_tensors,
-                                _crowded_boxes, _curve, _distinct_scores, _generator, _loss_case, _mining_case,
-                                _randint, _random_boxes, _run_checks, _untied_match_case, _with_inputs)
-from ssd_lite.boxes import box_iou, encode, xyxy_to_cxcywh
+from ssd_lite import _checking
+from ssd_lite._checking import (Case, CheckResult, _as_number, _boxes, _call, _compare_cell_boxes, _compare_float,
+                                _compare_floats, _compare_indices, _compare_int, _compare_mining, _compare_pair,
+                                _compare_tensors, _crowded_boxes, _curve, _describe_error, _distinct_scores,
+                                _generator, _loss_case, _mining_case, _randint, _random_boxes, _run_checks, _show,
+                                _TookTooLong, _untied_match_case, _with_inputs, _wrong_number_type)
+from ssd_lite.boxes import VARIANCES, box_iou, cxcywh_to_xyxy, decode, encode, xyxy_to_cxcywh
 from ssd_lite.evaluate import average_precision, precision_recall
-from ssd_lite.loss import hard_negative_mining, multibox_loss, smooth_l1
+from ssd_lite.loss import hard_negative_mining, multibox_loss, sigmoid_focal_loss, smooth_l1
 from ssd_lite.matching import match
+from ssd_lite.model import default_model
 from ssd_lite.nms import batched_nms, nms
-from ssd_lite.priors import cell_default_boxes, default_boxes, prior_scales
+from ssd_lite.priors import (boxes_per_location, cell_default_boxes, default_boxes, prior_scales,
+                             ssd300_default_boxes)
+from ssd_lite.voc import load_photos
 
 __all__ = ["CheckResult", "check_iou", "check_xyxy_to_cxcywh", "check_prior_scales", "check_cell_default_boxes",
            "check_match", "check_encode", "check_smooth_l1", "check_hard_negative_mining", "check_nms",
@@ -416,18 +426,6 @@ def check_average_precision(fn: Callable,
 # Lessons 00 and 02: transfer tasks, and "predict, then run" questions
 # ---------------------------------------------------------------------------------------------------
 
-# (Imports for this section, kept here so that each lesson's checkers stay one block.)
-import copy
-import math
-from typing import Any
-
-from ssd_lite import _checking
-from ssd_lite._checking import _as_number, _call, _describe_error, _TookTooLong, _wrong_number_type
-from ssd_lite.boxes import cxcywh_to_xyxy
-from ssd_lite.priors import ssd300_default_boxes
-from ssd_lite.voc import load_photos
-
-
 def _xywh_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     """IoU of boxes written as COCO does, (x_min, y_min, width, height), in any unit (pixels here).
 
@@ -645,11 +643,6 @@ if __name__ == "__main__":
 # Lesson 01: the Caffe recipe for scales, where a default box sits in the list, SSD512's two grids
 # ---------------------------------------------------------------------------------------------------
 
-import math  # noqa: E402  (this section's imports sit with it, at the end of the module)
-from typing import Any  # noqa: E402
-
-from ssd_lite._checking import _as_number  # noqa: E402
-from ssd_lite.priors import boxes_per_location  # noqa: E402
 
 __all__ += ["check_caffe_scales", "check_prior_index", "check_prediction_ssd512_grid_shift"]
 
@@ -797,13 +790,6 @@ def check_prediction_ssd512_grid_shift(fn: Callable) -> CheckResult:
 # their "predict, then run" questions (_check_prediction: see lessons 00 and 02 above)
 # ---------------------------------------------------------------------------------------------------
 
-import torch.nn.functional as F  # noqa: E402  (this section's imports sit with it, at the end of the module)
-
-from typing import Any  # noqa: E402
-
-from ssd_lite.boxes import cxcywh_to_xyxy  # noqa: E402
-from ssd_lite.priors import ssd300_default_boxes  # noqa: E402
-from ssd_lite.voc import load_photos  # noqa: E402
 
 __all__ += ["check_smooth_l1_gradient", "check_box_loss", "check_batch_hard_negative_mining",
             "check_prediction_beta_gradient", "check_prediction_batch_mining"]
@@ -998,8 +984,6 @@ def check_prediction_batch_mining(fn: Callable) -> CheckResult:
 # Lessons 05 and 07: soft-NMS, a chain of boxes, duplicates in a ranked list, how AP reads a curve
 # ---------------------------------------------------------------------------------------------------
 
-import math  # noqa: E402  (this section's imports sit with it, at the end of the module)
-from typing import Any  # noqa: E402
 
 __all__ += ["check_soft_nms", "check_prediction_nms_chain", "check_precision_recall_with_duplicates",
             "check_prediction_eleven_point_ap", "check_prediction_low_scoring_false_positives"]
@@ -1185,16 +1169,6 @@ def check_prediction_low_scoring_false_positives(fn: Callable) -> CheckResult:
 # Appendix A1, the bug zoo: the reader writes the test that catches a bug, and a "predict, then run"
 # question (_check_prediction: see lessons 00 and 02 above)
 # ---------------------------------------------------------------------------------------------------
-
-import copy  # noqa: E402  (this section's imports sit with it, at the end of the module)
-from typing import Any, NamedTuple  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from ssd_lite import _checking  # noqa: E402
-from ssd_lite._checking import _call, _describe_error, _show, _TookTooLong, _wrong_number_type  # noqa: E402
-from ssd_lite.boxes import VARIANCES, cxcywh_to_xyxy, decode  # noqa: E402
-from ssd_lite.model import default_model  # noqa: E402
 
 
 class _Bug(NamedTuple):
@@ -1420,9 +1394,6 @@ __all__ += ["check_hflip_test", "check_box_coder_test", "check_prediction_pixel_
 # torchvision's name for the 3:1 ratio ("predict, then run": _check_prediction, see lessons 00 and 02)
 # ---------------------------------------------------------------------------------------------------
 
-from typing import Any  # noqa: E402  (this section's imports sit with it, at the end of the module)
-
-from ssd_lite._checking import _as_number, _compare_floats  # noqa: E402
 
 __all__ += ["check_accumulation_scales", "check_head_parameters", "check_prediction_torchvision_neg_pos_ratio"]
 
@@ -1557,7 +1528,6 @@ def check_prediction_torchvision_neg_pos_ratio(fn: Callable) -> CheckResult:
 # positives ("predict, then run"; _check_prediction: see lessons 00 and 02 above)
 # ---------------------------------------------------------------------------------------------------
 
-import functools  # noqa: E402  (this section's imports sit with it, at the end of the module)
 
 __all__ += ["check_flatten_value_major", "check_output_size", "check_prediction_zoom_out_positives"]
 
@@ -1725,3 +1695,108 @@ def check_prediction_zoom_out_positives(fn: Callable) -> CheckResult:
            "overlap it by IoU 0.5, and it may keep only the one box the bipartite step of matching forces on it. "
            "Fewer positives per object is less to learn from in each image.")
     return _check_prediction("check_prediction_zoom_out_positives", fn, (4.0,), expected, 0, why)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Lesson 08: the focal loss by hand, the bias for a prior, the focal factor on SSD's softmax scores
+# ---------------------------------------------------------------------------------------------------
+
+
+__all__ += ["check_sigmoid_focal_loss", "check_prior_bias", "check_softmax_focal_loss"]
+
+
+def check_sigmoid_focal_loss(fn: Callable) -> CheckResult:
+    """fn(inputs, targets, alpha=0.25, gamma=2.0) -> the focal loss of every entry, same shape as inputs.
+
+    Reference: loss.sigmoid_focal_loss (reduction "none"). Cases without alpha and gamma call
+    fn(inputs, targets), so they check the defaults too.
+    """
+    cases = [
+        Case((torch.tensor([0.0]), torch.tensor([1.0])), "one undecided 'yes' (p = 0.5): alpha * 0.25 * log 2"),
+        Case((torch.tensor([0.0]), torch.tensor([0.0])), "one undecided 'no': weighted by 1 - alpha"),
+        Case((torch.tensor([3.0, -3.0]), torch.tensor([1.0, 0.0])), "two easy entries, scaled down by (1 - p_t)^2"),
+        Case((torch.tensor([2.0, -1.0, 0.5]), torch.tensor([0.0, 1.0, 1.0]), 0.25, 0.0),
+             "gamma = 0: the alpha-weighted cross-entropy"),
+        Case((torch.tensor([2.0, -1.0, 0.5]), torch.tensor([0.0, 1.0, 0.0]), -1.0, 2.0),
+             "alpha = -1: no alpha weighting"),
+        Case((torch.tensor([[1.5, -0.5], [0.0, 2.5]]), torch.tensor([[1.0, 0.0], [0.0, 1.0]]), 0.5, 1.0),
+             "a (2, 2) tensor, alpha 0.5, gamma 1"),
+        Case((torch.tensor([30.0, -30.0]), torch.tensor([0.0, 1.0])),
+             "two confident wrong entries (logits +-30): -log(p_t) must come from the logits, "
+             "log(sigmoid(x)) is log(0)"),
+    ]
+    generator = _generator(16)
+    for shape, alpha, gamma in [((6,), None, None), ((3, 4), 0.25, 2.0), ((2, 5, 3), 0.75, 0.5), ((8,), -1.0, 5.0)]:
+        inputs = (3 * torch.randn(shape, generator=generator)).round(decimals=2)
+        targets = (torch.rand(shape, generator=generator) < 0.4).float()
+        args = (inputs, targets) if alpha is None else (inputs, targets, alpha, gamma)
+        note = "" if alpha is None else f", alpha {alpha:g}, gamma {gamma:g}"
+        cases.append(Case(args, f"random {tuple(shape)} logits and targets{note}"))
+    return _run_checks("check_sigmoid_focal_loss", fn, cases, sigmoid_focal_loss, _compare_tensors,
+                       ("inputs", "targets", "alpha", "gamma"))
+
+
+def _prior_bias(pi: float) -> float:
+    """sigmoid(b) = pi  <=>  b = log(pi / (1 - pi)) = -log((1 - pi) / pi), the paper's formula."""
+    return -math.log((1 - pi) / pi)
+
+
+def check_prior_bias(fn: Callable) -> CheckResult:
+    """fn(pi) -> the bias b with sigmoid(b) = pi (focal loss paper, section 3.3), a float."""
+    cases = [
+        Case((0.01,), "the paper's prior, 0.01"),
+        Case((0.5,), "pi = 0.5: no preference, bias 0"),
+        Case((0.9,), "pi above 0.5: a positive bias"),
+    ]
+    cases += [Case((pi,), f"pi = {pi}") for pi in (0.1, 0.001, 0.25, 0.05, 0.7)]
+    return _run_checks("check_prior_bias", fn, cases, _prior_bias, _compare_float, ("pi",))
+
+
+def _softmax_focal_loss(logits: Tensor, labels: Tensor, gamma: float = 2.0) -> Tensor:
+    """The focal factor on softmax scores: -(1 - p_t)^gamma * log(p_t), p_t = softmax(logits)[label]."""
+    cross_entropy = F.cross_entropy(logits, labels, reduction="none")  # -log(p_t), from the logits
+    return (1 - torch.exp(-cross_entropy)) ** gamma * cross_entropy
+
+
+def check_softmax_focal_loss(fn: Callable) -> CheckResult:
+    """fn(logits (N, C), labels (N,), gamma=2.0) -> (N,) focal loss of each box with softmax scores.
+
+    Cases without a gamma call fn(logits, labels), so they check the default gamma too.
+    """
+    cases = [
+        Case((torch.tensor([[0.0, 0.0]]), torch.tensor([1])), "one box, two classes, a coin toss: 0.25 * log 2"),
+        Case((torch.tensor([[0.0, 0.0, 0.0]]), torch.tensor([0]), 0.0), "gamma = 0: the plain cross-entropy"),
+        Case((torch.tensor([[5.0, 0.0, 0.0], [0.0, 5.0, 0.0]]), torch.tensor([0, 2])),
+             "an easy background box and a confidently wrong one"),
+        Case((torch.tensor([[2.0, 1.0, 0.5, -1.0]]), torch.tensor([3]), 1.0), "four classes, gamma 1"),
+        Case((torch.tensor([[0.0, 200.0], [200.0, 0.0]]), torch.tensor([0, 1])),
+             "two boxes wrong by a logit of 200: log(softmax) must come from the logits"),
+    ]
+    generator = _generator(17)
+    for num_boxes, num_classes, gamma in [(5, 3, None), (8, 4, 2.0), (6, 6, 0.5), (10, 2, 5.0)]:
+        logits = (3 * torch.randn(num_boxes, num_classes, generator=generator)).round(decimals=2)
+        labels = torch.randint(0, num_classes, (num_boxes,), generator=generator)
+        args = (logits, labels) if gamma is None else (logits, labels, gamma)
+        cases.append(Case(args, f"{num_boxes} random boxes, {num_classes} classes" +
+                          ("" if gamma is None else f", gamma {gamma:g}")))
+    return _run_checks("check_softmax_focal_loss", fn, cases, _softmax_focal_loss, _compare_tensors,
+                       ("logits", "labels", "gamma"))
+
+
+__all__ += ["check_prediction_easy_negative_weight"]
+
+_EASY_NEGATIVE_QUESTION = (0.1, 0.25, 2.0)  # p for a "no" target, so p_t = 0.9; the paper's alpha and gamma
+
+
+def check_prediction_easy_negative_weight(fn: Callable) -> CheckResult:
+    """fn(p, alpha, gamma) -> the reader's prediction of focal loss / binary cross-entropy for a "no" target
+    scored p, a number."""
+    p, alpha, gamma = _EASY_NEGATIVE_QUESTION
+    logit, target = torch.logit(torch.tensor([p], dtype=torch.float64)), torch.zeros(1, dtype=torch.float64)
+    focal = sigmoid_focal_loss(logit, target, alpha, gamma)
+    ratio = float(focal / F.binary_cross_entropy_with_logits(logit, target, reduction="none"))
+    why = (f"a 'no' scored p = {p} is answered right with p_t = {1 - p:.1f}, so the modulating factor is "
+           f"(1 - p_t)^{gamma:g} = {p ** gamma:.2f}; a 'no' is weighted by 1 - alpha = {1 - alpha:g}, not alpha. "
+           f"Together {1 - alpha:g} x {p ** gamma:.2f} = {ratio:.4f}: the focal loss counts this easy negative "
+           f"{1 / ratio:.0f} times less than the cross-entropy does.")
+    return _check_prediction("check_prediction_easy_negative_weight", fn, _EASY_NEGATIVE_QUESTION, ratio, 1e-4, why)

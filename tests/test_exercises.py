@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 STUDENT = NOTEBOOKS / "student"
 LESSONS = ("00_introduction", "01_default_boxes", "02_matching", "03_smooth_l1_loss",
-           "04_hard_negative_mining", "05_nms", "06_training", "07_evaluation",
+           "04_hard_negative_mining", "05_nms", "06_training", "07_evaluation", "08_focal_loss",
            "09_from_the_course_to_the_paper", "A1_debugging_ssd")
 
 
@@ -2111,3 +2111,121 @@ def test_zoom_out_question_is_the_lessons_measurement(capsys):
     assert with_zoom < 0.9 * without  # clearly down: the expected answer is -1
     assert ex.check_prediction_zoom_out_positives(lambda zoom_out: -1)
     assert f"{without:.1f} positives per object without zoom out, {with_zoom:.1f} with it" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Lesson 08: the focal loss by hand, the bias for a prior, the focal factor on SSD's softmax scores
+# ---------------------------------------------------------------------------------------------------
+
+from ssd_lite.loss import sigmoid_focal_loss  # noqa: E402  (this section's imports sit with it)
+
+
+def focal_from_probabilities(inputs, targets, alpha=0.25, gamma=2.0):
+    """log(sigmoid(x)): right for moderate logits, infinite for a confident wrong one."""
+    p = torch.sigmoid(inputs)
+    p_t = targets * p + (1 - targets) * (1 - p)
+    loss = -(1 - p_t) ** gamma * torch.log(p_t)
+    return (alpha * targets + (1 - alpha) * (1 - targets)) * loss if alpha >= 0 else loss
+
+
+def focal_without_alpha(inputs, targets, alpha=0.25, gamma=2.0):
+    return sigmoid_focal_loss(inputs, targets, alpha=-1, gamma=gamma)
+
+
+def focal_alpha_on_negatives(inputs, targets, alpha=0.25, gamma=2.0):
+    return sigmoid_focal_loss(inputs, targets, alpha=1 - alpha if alpha >= 0 else alpha, gamma=gamma)
+
+
+def focal_factor_p_t(inputs, targets, alpha=0.25, gamma=2.0):
+    """p_t^gamma instead of (1 - p_t)^gamma: weighs the easy entries up instead of down."""
+    cross_entropy = F.binary_cross_entropy_with_logits(inputs, targets, reduction="none")
+    loss = torch.exp(-cross_entropy) ** gamma * cross_entropy
+    return (alpha * targets + (1 - alpha) * (1 - targets)) * loss if alpha >= 0 else loss
+
+
+def focal_summed(inputs, targets, alpha=0.25, gamma=2.0):
+    return sigmoid_focal_loss(inputs, targets, alpha, gamma, reduction="sum")
+
+
+def bias_log_pi(pi):
+    return math.log(pi)
+
+
+def bias_sign_flipped(pi):
+    return math.log((1 - pi) / pi)
+
+
+def bias_is_pi(pi):
+    return pi
+
+
+def softmax_focal_plain_cross_entropy(logits, labels, gamma=2.0):
+    return F.cross_entropy(logits, labels, reduction="none")
+
+
+def softmax_focal_from_probabilities(logits, labels, gamma=2.0):
+    p_t = logits.softmax(dim=1).gather(1, labels[:, None])[:, 0]
+    return -(1 - p_t) ** gamma * torch.log(p_t)
+
+
+def softmax_focal_sigmoid_of_label(logits, labels, gamma=2.0):
+    """The label's logit alone through a sigmoid: ignores what the other classes say."""
+    label_logits = logits.gather(1, labels[:, None])[:, 0]
+    return sigmoid_focal_loss(label_logits, torch.ones_like(label_logits), alpha=-1, gamma=gamma)
+
+
+def softmax_focal_mean(logits, labels, gamma=2.0):
+    return ex._softmax_focal_loss(logits, labels, gamma).mean()
+
+
+LESSON_08_CHECKERS = {
+    "check_sigmoid_focal_loss": (sigmoid_focal_loss, [focal_from_probabilities, focal_without_alpha,
+                                                      focal_alpha_on_negatives, focal_factor_p_t, focal_summed]),
+    "check_prior_bias": (ex._prior_bias, [bias_log_pi, bias_sign_flipped, bias_is_pi]),
+    "check_softmax_focal_loss": (ex._softmax_focal_loss, [softmax_focal_plain_cross_entropy,
+                                                          softmax_focal_from_probabilities,
+                                                          softmax_focal_sigmoid_of_label, softmax_focal_mean]),
+    # 0.25 x 0.01: alpha instead of 1 - alpha; the modulating factor alone; the cross-entropy's own weight.
+    "check_prediction_easy_negative_weight": (lambda p, alpha, gamma: 0.0075,
+                                              [lambda p, alpha, gamma: 0.0025, lambda p, alpha, gamma: 0.01,
+                                               lambda p, alpha, gamma: 1]),
+}
+CHECKERS.update(LESSON_08_CHECKERS)  # through every generic test above, as for the other lessons
+LESSON_08_WRONG_ANSWERS = [(name, wrong) for name, (_, wrongs) in LESSON_08_CHECKERS.items() for wrong in wrongs]
+
+
+@pytest.mark.parametrize("name, wrong", LESSON_08_WRONG_ANSWERS,
+                         ids=[f"{name}-{i}" for i, (name, _) in enumerate(LESSON_08_WRONG_ANSWERS)])
+def test_lesson_08_checker_rejects_a_plausible_wrong_answer(name, wrong, capsys):
+    test_checker_rejects_a_plausible_wrong_answer(name, wrong, capsys)
+
+
+def test_lesson_08_checkers_are_in_the_generic_tests():
+    assert set(LESSON_08_CHECKERS) <= set(CHECKERS)
+
+
+def test_lesson_08_checkers_accept_other_correct_answers(capsys):
+    def my_prior_bias(pi):  # a 0-dim float64 tensor, from torch's logit
+        return torch.logit(torch.tensor(pi, dtype=torch.float64))
+
+    def my_softmax_focal_loss(logits, labels, gamma=2.0):  # log-softmax, then pick the label's column
+        log_p_t = logits.log_softmax(dim=1).gather(1, labels[:, None])[:, 0]
+        return -(1 - log_p_t.exp()) ** gamma * log_p_t
+
+    assert ex.check_sigmoid_focal_loss(torchvision.ops.sigmoid_focal_loss)
+    assert ex.check_prior_bias(my_prior_bias)
+    assert ex.check_softmax_focal_loss(my_softmax_focal_loss)
+
+
+def test_focal_loss_check_names_the_unstable_answer(capsys):
+    assert not ex.check_sigmoid_focal_loss(focal_from_probabilities)
+    out = capsys.readouterr().out
+    assert "1 of 11 cases failed" in out and "must come from the logits" in out
+
+
+def test_easy_negative_prediction_says_why(capsys):
+    assert ex.check_prediction_easy_negative_weight(lambda p, alpha, gamma: 0.75 * 0.1 ** 2)
+    right = capsys.readouterr().out
+    assert right.startswith("✓ Correct: passed all checks, 0.0075 is right.\n  Why: ") and "1 - alpha" in right
+    assert not ex.check_prediction_easy_negative_weight(lambda p, alpha, gamma: 0.25 * 0.1 ** 2)
+    assert "expected 0.0075" in capsys.readouterr().out
