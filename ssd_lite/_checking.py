@@ -390,9 +390,12 @@ def _compare_tensors(expected: Tensor, received: Any, what: str = "") -> str | N
     received, expected = received.double(), expected.double()
     if torch.isnan(received).any() and not torch.isnan(expected).any():
         return f"returned {label} containing NaN"
+    if torch.isinf(received).any() and not torch.isinf(expected).any():
+        return f"returned {label} containing infinity (a log of 0, or a division by 0?)"
     if torch.allclose(received, expected, rtol=RTOL, atol=ATOL, equal_nan=True):
         return None
-    difference = (received - expected).abs().nan_to_num(nan=math.inf)
+    # inf - inf is NaN: count it as the largest difference, and print it as inf, not as the largest float.
+    difference = (received - expected).abs().nan_to_num(nan=math.inf, posinf=math.inf)
     index = np.unravel_index(int(difference.argmax()), tuple(difference.shape))
     index = tuple(int(i) for i in index)
     where = f"[{', '.join(map(str, index))}]" if index else ""

@@ -2229,3 +2229,13 @@ def test_easy_negative_prediction_says_why(capsys):
     assert right.startswith("✓ Correct: passed all checks, 0.0075 is right.\n  Why: ") and "1 - alpha" in right
     assert not ex.check_prediction_easy_negative_weight(lambda p, alpha, gamma: 0.25 * 0.1 ** 2)
     assert "expected 0.0075" in capsys.readouterr().out
+
+
+def test_an_infinite_answer_is_named_not_printed_as_the_largest_float(capsys):
+    assert not ex.check_sigmoid_focal_loss(focal_from_probabilities)  # log(sigmoid(-30)) in float32 is -inf
+    out = capsys.readouterr().out
+    assert "containing infinity" in out and "e+308" not in out
+    expected = torch.tensor([1.0, math.inf])
+    assert "containing infinity" in _checking._compare_tensors(torch.tensor([1.0, 2.0]), torch.tensor([math.inf, 2.0]))
+    message = _checking._compare_tensors(expected, torch.tensor([1.0, -math.inf]))
+    assert "largest difference inf at result[1]" in message

@@ -1,5 +1,7 @@
 """The focal loss (Lin et al. 2017) in ssd_lite.loss, against torchvision.ops.sigmoid_focal_loss and by hand."""
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -259,3 +261,44 @@ def test_focal_objective_accepts_any_integer_labels():
 def test_focal_loss_refuses_non_finite_settings(alpha, gamma):
     with pytest.raises(ValueError, match="alpha|gamma"):
         sigmoid_focal_loss(torch.zeros(3), torch.ones(3), alpha=alpha, gamma=gamma)
+
+
+# ---------------------------------------------------------------- the command line: --loss focal end to end
+
+def test_train_with_focal_loss_then_detect_and_evaluate_need_nothing_new(tmp_path, capsys):
+    """`python -m ssd_lite.train --loss focal` saves a sigmoid model; detect and evaluate read the choice
+    from the checkpoint and score with sigmoids, not with a softmax over the columns."""
+    from ssd_lite import cli, detect, evaluate, train
+    from ssd_lite.checkpoint import read_checkpoint
+    from ssd_lite.data import load_image
+
+    def run(program, *args):
+        return cli.run(program.main, [str(a) for a in args], prog=program.__name__)
+
+    out = tmp_path / "focal.pt"
+    assert run(train, "--loss", "focal", "--num-images", "16", "--image-size", "64", "--batch-size", "4",
+               "--steps", "3", "--workers", "0", "--no-progress", "--out", out) == 0
+    saved = read_checkpoint(out)
+    assert saved["loss"] == "focal" and saved["model_config"]["class_scores"] == "sigmoid"
+    model, _ = detect.load_checkpoint(out)
+    assert model.class_scores == "sigmoid"
+
+    photos = Path(__file__).resolve().parents[1] / "data" / "photos" / "JPEGImages"
+    first = sorted(p for p in photos.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})[0]
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / first.name).write_bytes(first.read_bytes())
+    detections = tmp_path / "detections.json"
+    assert run(detect, "--checkpoint", out, "--images", images, "--out", detections, "--score-threshold", "0",
+               "--top-k", "5", "--no-progress") == 0
+    records = json.loads(detections.read_text())
+    assert len(records) == 5 and all(0 <= r["score"] <= 1 for r in records)
+    # With a score threshold of 0 the best candidate always survives NMS: its score is the largest sigmoid
+    # of a class column (a softmax over the columns would give another number).
+    with torch.no_grad():
+        _, conf = model.eval()(detect._as_input_batch([load_image(first)], model.image_size))
+    assert max(r["score"] for r in records) == pytest.approx(float(conf[0, :, 1:].sigmoid().max()), abs=1e-4)
+
+    capsys.readouterr()
+    assert run(evaluate, "--checkpoint", out, "--num-images", "4", "--batch-size", "2") == 0
+    assert "images: 4," in capsys.readouterr().out
