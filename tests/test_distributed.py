@@ -1,11 +1,8 @@
 """Tests of ssd_lite.distributed: DDP with the global N gives the gradients of one process on the
 whole batch (2 CPU processes, gloo), and the launcher's bad setups get clear errors."""
-import socket
-import time
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 from ssd_lite import distributed
 from ssd_lite.distributed import (choose_backend, launch_environment, per_rank_batch_size, share_of_batch,
@@ -13,6 +10,8 @@ from ssd_lite.distributed import (choose_backend, launch_environment, per_rank_b
 from ssd_lite.loss import focal_multibox_loss, multibox_loss
 from ssd_lite.matching import match
 from ssd_lite.model import small_ssd
+
+from two_processes import free_port, run_in_two_processes  # tests/two_processes.py
 
 OBJECTIVES = {"mining": multibox_loss, "focal": focal_multibox_loss}
 # Six 64x64 images' objects (xyxy in [0, 1], label): images 2, 3 and 5 hold none.
@@ -111,25 +110,11 @@ def _worker(rank, world_size, port, out_path):
     distributed.cleanup()
 
 
-def _free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ddp_results(tmp_path_factory):
     """Run the two processes once for every scenario; returns each rank's results."""
     out_path = tmp_path_factory.mktemp("ddp") / "results"
-    context = mp.start_processes(_worker, args=(2, _free_port(), str(out_path)), nprocs=2, join=False,
-                                 start_method="spawn")
-    deadline = time.monotonic() + 180
-    while not context.join(timeout=1):  # raises, with the worker's traceback, if a worker failed
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail("the 2 DDP processes did not finish within 180 s (a deadlock?)")
-    return [torch.load(f"{out_path}.{rank}") for rank in range(2)]
+    return run_in_two_processes(_worker, (2, free_port(), str(out_path)), out_path, "DDP")
 
 
 def _one_process(name):

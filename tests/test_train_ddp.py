@@ -14,7 +14,6 @@ Bad setups of the command line are in tests/test_cli.py.
 import copy
 import math
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 from ssd_lite import cli, distributed, train, train_cli
 from ssd_lite.checkpoint import load_checkpoint, read_checkpoint
@@ -30,6 +28,8 @@ from ssd_lite.data import CachedDataset
 from ssd_lite.loss import multibox_loss
 from ssd_lite.model import small_ssd
 from ssd_lite.shapes import ShapesDataset
+
+from two_processes import free_port, run_in_two_processes  # tests/two_processes.py
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--num-images", "8", "--image-size", "64", "--batch-size", "4", "--no-progress"]
@@ -185,24 +185,10 @@ def _worker(rank, port, out_path):
     distributed.cleanup()
 
 
-def _free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory):
     out_path = tmp_path_factory.mktemp("train_ddp") / "results"
-    context = mp.start_processes(_worker, args=(_free_port(), str(out_path)), nprocs=2, join=False,
-                                 start_method="spawn")
-    deadline = time.monotonic() + 180
-    while not context.join(timeout=1):  # raises, with the worker's traceback, if a worker failed
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail("the 2 training processes did not finish within 180 s (a deadlock?)")
-    return [torch.load(f"{out_path}.{rank}", weights_only=False) for rank in range(2)]
+    return run_in_two_processes(_worker, (free_port(), str(out_path)), out_path, "training", weights_only=False)
 
 
 @pytest.fixture(scope="module")
