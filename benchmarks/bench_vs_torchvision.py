@@ -62,7 +62,7 @@ from ssd_lite.nms import NMS_TOP_K
 from ssd_lite.shapes import ShapesDataset
 from ssd_lite.train import (DEFAULT_AUGMENTATION, DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_IMAGE_SIZE, DEFAULT_LR, DEFAULT_NUM_IMAGES,
                             DEFAULT_SEED, DEFAULT_WARMUP, DEFAULT_WEIGHT_DECAY, HELD_OUT_NUM_IMAGES,
-                            HELD_OUT_SEED, learning_rate_factor, make_optimiser, training_step)
+                            HELD_OUT_SEED, SHAPES_DRAW_SIZE, learning_rate_factor, make_optimiser, training_step)
 from ssd_lite.device import default_num_workers, pick_device
 from ssd_lite.model import default_model
 
@@ -335,10 +335,12 @@ def main(argv=None) -> None:
     else:
         length = f"the default run's {DEFAULT_EPOCHS} epochs (ours), then the same seconds (torchvision)"
     print(f"device {device}, {torch.get_num_threads()} threads; each model trains {length} on "
-          f"{args.num_images} shapes images ({size} px, batch {args.batch_size}, seed {args.seed})")
+          f"{args.num_images} shapes images (drawn at {SHAPES_DRAW_SIZE} px, input {size} px, batch {args.batch_size}, "
+          f"seed {args.seed})")
 
     torch.manual_seed(args.seed)
-    shapes = ShapesDataset(args.num_images, image_size=size, seed=args.seed)
+    # As the default run: drawn at SHAPES_DRAW_SIZE, resized to the model's input when cached.
+    shapes = ShapesDataset(args.num_images, image_size=SHAPES_DRAW_SIZE, seed=args.seed)
     num_classes = len(shapes.class_names)
     model = default_model(num_classes, size)
     twin = torchvision_twin(model)
@@ -347,7 +349,7 @@ def main(argv=None) -> None:
 
     started = time.perf_counter()
     train_set = CachedDataset(shapes, size, train_transform(size, **DEFAULT_AUGMENTATION))
-    held_out = ShapesDataset(args.eval_images, image_size=size, seed=HELD_OUT_SEED + args.seed,
+    held_out = ShapesDataset(args.eval_images, image_size=SHAPES_DRAW_SIZE, seed=HELD_OUT_SEED + args.seed,
                              transform=eval_transform(size))
     print(f"cached the training set in {time.perf_counter() - started:.0f} s")
 

@@ -89,7 +89,7 @@ def train_transform(image_size: int, photometric: bool = True, zoom_out: float =
     iou_crop: RandomIoUCrop with crops of crop_min_scale..1 of each side (the paper: 0.1..1 of the area, i.e.
     0.3 per side in torchvision's default). flip: RandomHorizontalFlip(0.5).
     Our defaults are milder than the paper's (zoom 2, crops of at least half a side): the course's images
-    are small (128 px) and its training short; see lesson 06 for the measurement.
+    are small (drawn at 128 px) and its training short; see lesson 06 for the measurement.
     Returns a callable (image (3, H, W) float, target) -> (image (3, S, S), target with normalised boxes).
     """
     if image_size < 1:

@@ -374,7 +374,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "(was it trained on VOC data?): pass --data, or --seed")
         if args.seed is not None and seed == recorded.get("seed"):
             print(f"warning: seed {seed} is the training seed: these images were seen in training")
-        dataset = ShapesDataset(num_images, image_size=model.image_size, seed=seed)
+        # Drawn at the training images' size (the model's input for runs saved before draw_size), and resized
+        # to the model's input by predict_dataset.
+        dataset = ShapesDataset(num_images, image_size=recorded.get("draw_size", model.image_size), seed=seed)
         where = f"{num_images} synthetic shapes images, seed {seed}"
     print(f"checkpoint: {args.checkpoint}\ndata: {where}")
     detections, targets = predict_dataset(model, dataset, batch_size=args.batch_size)

@@ -22,8 +22,8 @@ from ssd_lite.device import use_threads
 from ssd_lite.model import vgg16_backbone_weights
 from ssd_lite.train import (DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_IMAGE_SIZE, DEFAULT_LR,
                             DEFAULT_NUM_IMAGES, DEFAULT_SEED, DEFAULT_STEPS, HELD_OUT_NUM_IMAGES, HELD_OUT_SEED,
-                            MODELS, OBJECTIVES, RECIPES, VOC_STEPS, TrainingInterrupted, default_settings,
-                            run_training)
+                            MODELS, OBJECTIVES, RECIPES, SHAPES_DRAW_SIZE, VOC_STEPS, TrainingInterrupted,
+                            default_settings, run_training)
 from ssd_lite.voc import VOC_CLASS_NAMES, read_split
 
 
@@ -85,7 +85,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              "is an ssd_lite checkpoint")
     parser.add_argument("--image-size", type=cli.positive_int, default=None,
                         help=f"network input side in pixels: for the default model a multiple of 64 (default "
-                             f"{DEFAULT_IMAGE_SIZE}); ssd300_vgg16 takes 300 only")
+                             f"{DEFAULT_IMAGE_SIZE}); ssd300_vgg16 takes 300 only. The built-in shapes are "
+                             f"drawn at {SHAPES_DRAW_SIZE} px and resized to it")
     parser.add_argument("--num-images", type=cli.positive_int, default=None,
                         help=f"built-in shapes only: training images to generate (default {DEFAULT_NUM_IMAGES})")
     parser.add_argument("--batch-size", type=cli.positive_int, default=None,
@@ -177,7 +178,7 @@ def settings_from_args(args: argparse.Namespace) -> dict:
     seed = args.seed if args.seed is not None else DEFAULT_SEED
     if args.data is None:
         data = dict(kind="shapes", seed=seed, num_images=args.num_images or DEFAULT_NUM_IMAGES,
-                    image_size=image_size, held_out_seed=HELD_OUT_SEED + seed,
+                    image_size=image_size, draw_size=SHAPES_DRAW_SIZE, held_out_seed=HELD_OUT_SEED + seed,
                     held_out_num_images=HELD_OUT_NUM_IMAGES)
     else:
         splits = args.split or ["train"]

@@ -386,6 +386,23 @@ def test_command_line_on_held_out_shapes(untrained_checkpoint, capsys):
         assert text in out
 
 
+def test_command_line_draws_held_out_shapes_as_the_training_images_were(untrained_checkpoint, monkeypatch):
+    from ssd_lite.shapes import ShapesDataset
+    from ssd_lite.evaluate import main
+
+    drawn_at = []
+    draw = ShapesDataset.__init__
+
+    def recording_init(self, *args, **kwargs):
+        draw(self, *args, **kwargs)
+        drawn_at.append(self.image_size)
+
+    monkeypatch.setattr(ShapesDataset, "__init__", recording_init)
+    assert main(["--checkpoint", str(untrained_checkpoint), "--num-images", "2", "--device", "cpu"]) == 0
+    # The checkpoint's data["draw_size"] (128), not the model's input (192): predict enlarges them.
+    assert drawn_at == [128]
+
+
 def test_command_line_on_voc_folder(untrained_checkpoint, tmp_path, capsys):
     from ssd_lite.shapes import ShapesDataset
     from ssd_lite.voc import write_voc

@@ -209,12 +209,12 @@ def test_draw_architecture_small_model_shows_every_map_head_and_reshape():
     # input + 6 backbone stages + (map, head, reshape) for each of 4 maps + the concatenation
     assert len(ax.patches) == 1 + 6 + 3 * 4 + 1
     texts = "\n".join(_texts(ax))
-    for expected in ["64×64×24", "16×16×96", "2×2×128", "map 1: 16×16\nk = 6 boxes per cell",
+    for expected in ["96×96×16", "24×24×64", "3×3×96", "map 1: 24×24\nk = 6 boxes per cell",
                      "3×3 conv to (C+4)k = 60\n24 offsets + 36 scores",
-                     "(B, 24, 16, 16) → (B, 1536, 4)\n(B, 36, 16, 16) → (B, 1536, 6)",
-                     "(B, 2040, 4)", "(B, 2040, 6)", "BatchNorm"]:
+                     "(B, 24, 24, 24) → (B, 3456, 4)\n(B, 36, 24, 24) → (B, 3456, 6)",
+                     "(B, 4590, 4)", "(B, 4590, 6)", "BatchNorm"]:
         assert expected in texts, expected
-    assert "2040 default boxes" in ax.get_title()
+    assert "4590 default boxes" in ax.get_title()
 
 
 def test_draw_architecture_sizes_are_those_of_a_real_forward_pass():
@@ -223,7 +223,7 @@ def test_draw_architecture_sizes_are_those_of_a_real_forward_pass():
     torch.manual_seed(0)
     model = default_model(6).eval()
     with torch.no_grad():
-        maps = model.features(torch.rand(1, 3, 128, 128))
+        maps = model.features(torch.rand(1, 3, model.image_size, model.image_size))
     texts = _texts(plot.draw_architecture(model))
     for fmap, loc_head in zip(maps, model.loc_heads):
         channels, f, _ = fmap.shape[1:]

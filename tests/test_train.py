@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ssd_lite.augment import train_transform
+from ssd_lite.augment import eval_transform, train_transform
 from ssd_lite.checkpoint import load_checkpoint, save_checkpoint
 from ssd_lite.data import CachedDataset
 from ssd_lite.detect import predict, predict_dataset
@@ -20,7 +20,7 @@ from ssd_lite.matching import match
 from ssd_lite.model import default_model, small_ssd
 from ssd_lite.shapes import ShapesDataset
 from ssd_lite.train import (NonFiniteLossError, TrainingInterrupted, default_settings, learning_rate_factor,
-                            main, make_optimiser, train, train_default_model, training_step)
+                            main, make_optimiser, prepare_run, train, train_default_model, training_step)
 from ssd_lite.voc import write_voc
 
 REPO = Path(__file__).resolve().parents[1]
@@ -155,6 +155,20 @@ def test_train_default_model_reuses_a_matching_checkpoint(tmp_path):
     loaded, checkpoint = train_default_model(path, progress=False)  # must not train: settings match
     assert checkpoint["data"]["held_out_seed"] != checkpoint["data"]["seed"]
     assert torch.equal(loaded.conf_heads[0].weight, model.conf_heads[0].weight)
+
+
+def test_default_run_draws_the_shapes_at_128_and_trains_the_model_at_192():
+    settings = default_settings()
+    settings["data"]["num_images"] = 3
+    model, dataset, _ = prepare_run(settings, progress=False)
+    assert model.image_size == 192 and settings["data"]["draw_size"] == 128
+    drawn = ShapesDataset(3, image_size=128, seed=settings["data"]["seed"])
+    for cached, (image, target) in zip(dataset.images, drawn):
+        enlarged, _ = eval_transform(192)(image, target)
+        assert cached.shape == (3, 192, 192)
+        assert (cached.float() / 255 - enlarged).abs().max() <= 0.5 / 255 + 1e-6  # uint8 rounding only
+    image, _ = dataset[0]  # augmented on the way out, still the model's size
+    assert image.shape == (3, 192, 192)
 
 
 def test_predict_any_image_size():
