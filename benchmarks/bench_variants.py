@@ -78,7 +78,7 @@ def _default_boxes_model(num_classes: int, image_size: int, s_min: float = 0.1, 
 
 @dataclass(frozen=True)
 class Variant:
-    """One change to the default run. build(num_classes, image_size) -> the model, before training."""
+    """One change to the baseline (default-128). build(num_classes, image_size) -> the model, before training."""
     description: str
     build: Callable[[int, int], SSD] = _default_boxes_model
     image_size: int = BASE_IMAGE_SIZE
@@ -96,6 +96,8 @@ class Variant:
 
 
 sigmoid_model = partial(_default_boxes_model, class_scores="sigmoid")
+# The narrower network of the 192 px variants (the default_model adopted from them).
+narrow_model = partial(_default_boxes_model, widths=(16, 32, 64, 96, 96, 96))
 
 VARIANTS = {
     "default-128": Variant("the default run before issue 13 (128 px input): softmax scores, hard negative mining 3:1"),
@@ -120,12 +122,11 @@ VARIANTS = {
     # threads, batch 16); whole training steps 1.1-1.3x the default's. --steps-scale 0.85 (3400 steps) fits 5 minutes.
     # Adopted: at --steps-scale 0.85 this is the default run (default_model, python -m ssd_lite.train).
     "input-192-narrow": Variant("input 192 px, narrower network (widths 16, 32, 64, 96, 96, 96)",
-                                partial(_default_boxes_model, widths=(16, 32, 64, 96, 96, 96)), image_size=192),
+                                narrow_model, image_size=192),
     # The same, but the training images drawn at 192 px (sharper edges) instead of upsampled from 128; the
     # held-out images stay 128-px drawings, upsampled by predict.
     "input-192-narrow-drawn-192": Variant("input-192-narrow with the training images drawn at 192 px, not upsampled",
-                                          partial(_default_boxes_model, widths=(16, 32, 64, 96, 96, 96)),
-                                          image_size=192, draw_size=192),
+                                          narrow_model, image_size=192, draw_size=192),
     "input-192-2k": Variant("input 192 px as above, 16000 images x 2 epochs: 2000 steps, about the default's time",
                             image_size=192, epochs=2),
     # Background robustness: the same number of training images, all on stripes or blotches (a third of the
@@ -317,8 +318,7 @@ def run_variant(name: str, variant: Variant, seed: int, steps_scale: float, data
                         variant=name, seed=seed, history=history)
     return {"variant": name, "description": variant.description, "seed": seed, "steps_scale": steps_scale,
             "class_scores": model.class_scores, "image_size": variant.image_size, "draw_size": variant.draw_size,
-            "lr": variant.lr,
-            "num_images": num_images, "epochs": variant.epochs,
+            "lr": variant.lr, "num_images": num_images, "epochs": variant.epochs,
             "num_priors": len(model.priors), "parameters": sum(p.numel() for p in model.parameters()),
             "steps": steps, "train_seconds": round(seconds, 1), "seconds_per_step": round(seconds / steps, 4),
             "threads": torch.get_num_threads(), "load_before": round(load_before, 2),

@@ -80,11 +80,9 @@ from ssd_lite.voc import VOCDataset
 
 # The default run (lesson 06, `python -m ssd_lite.train` with no options). Every number here is a
 # measured choice, see benchmarks/bench_training.py and lesson 06.
-# The model's input. The shapes images are drawn at SHAPES_DRAW_SIZE (as in every lesson) and resized to
-# it, as a photo would be: at 192 px the finest feature map is 24x24 cells instead of 16x16, which finds
-# more small objects. With default_model's narrower channels, 3400 steps at 192 px reached a held-out mAP of
-# 0.936 and 0.938 on two seeds in 5 minutes, against 0.920 and 0.909 for 4000 steps at 128 px (the former
-# default; benchmarks/bench_variants.py). Drawing the training images at 192 px instead gave 0.931.
+# The model's input (why 192 px, and what it measured: see default_model). The shapes images are drawn at
+# SHAPES_DRAW_SIZE, as in every lesson, and resized to it as a photo would be; drawing the training images
+# at 192 px instead reached a held-out mAP of 0.931 against 0.936 (benchmarks/bench_variants.py).
 DEFAULT_IMAGE_SIZE = 192
 SHAPES_DRAW_SIZE = 128
 # Many images seen few times beat few images seen many times: for the same 4000 steps of the 128 px model,
